@@ -1,0 +1,1 @@
+"""Versioned wire contracts shared by producers and consumers."""
