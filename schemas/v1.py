@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, field_serializer
 
 SCHEMA_VERSION = 1
 
@@ -70,6 +72,10 @@ class _Model(BaseModel):
 class Event(_Model):
     event_id: NonEmpty
     occurred_at: AwareDatetime
+
+    @field_serializer("occurred_at")
+    def _iso_with_offset(self, value: datetime) -> str:
+        return value.isoformat()  # "+00:00", not "Z": the contract asks for an explicit offset
 
 
 class OrderEvent(Event):

@@ -1,0 +1,195 @@
+"""The consuming side of every service: decode, dead-letter bad input, apply once, retry transient faults.
+
+One commit point per handled event: the inbox row, the state change and the outbox rows are
+written in one transaction. The Kafka offset is committed only after that transaction (or
+after the record reached its DLQ), so a crash at any point leaves work a restart finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from sqlalchemy import Table
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.v1 import Event, dlq_topic
+from services.common import dlq_headers, inbox, outbox
+from services.common.backoff import Backoff
+from services.common.metrics import ServiceMetrics
+from services.common.pan import contains_card_number, mask_card_numbers
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncSession, Any], Awaitable[Sequence[outbox.Outgoing]]]
+
+
+class Record(Protocol):
+    """The parts of an aiokafka ConsumerRecord the runtime uses."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+class BadInput(Exception):
+    """A record that can never be processed: it goes to the DLQ, not to a retry."""
+
+    def __init__(self, error_class: str, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+
+
+@dataclass(frozen=True)
+class Route:
+    topic: str
+    model: type[Event]
+    handle: Handler
+
+
+def decode(raw: bytes | None, model: type[Event]) -> Event:
+    """Bytes to a contract model, or BadInput naming why. Card numbers are looked for first."""
+    if raw is None or raw == b"":
+        raise BadInput("empty_value", "record has no value")
+    if contains_card_number(raw):
+        raise BadInput("card_number", "record carries a card number")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput("not_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput("not_json", f"value is not JSON: {exc.msg} at {exc.pos}") from exc
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        raise BadInput("schema_invalid", _summarize(exc, data)) from exc
+
+
+def _summarize(exc: ValidationError, data: Any) -> str:
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "(root)"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    SAInterfaceError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+class DeadLetterSink(Protocol):
+    async def __call__(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None: ...
+
+
+@dataclass
+class EventConsumer:
+    """Applies records of several topics for one service (one consumer name in the inbox)."""
+
+    name: str
+    routes: dict[str, Route]
+    sessions: async_sessionmaker[AsyncSession]
+    inbox_table: Table
+    outbox_table: Table
+    dead_letter: DeadLetterSink
+    metrics: ServiceMetrics
+    on_committed: Callable[[], None] = lambda: None
+    max_attempts: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+
+    async def process(self, record: Record) -> None:
+        """Returns when the record is applied, was a duplicate, or is in its DLQ."""
+        route = self.routes[record.topic]
+        try:
+            event = decode(record.value, route.model)
+        except BadInput as exc:
+            await self._to_dlq(record, exc.error_class, str(exc))
+            return
+        await self._apply_with_retry(route, event, record)
+
+    async def _apply_with_retry(self, route: Route, event: Event, record: Record) -> None:
+        failures = 0
+        while True:
+            try:
+                outcome = await self._apply(route, event, record)
+                self.metrics.handled.labels(record.topic, outcome).inc()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                if not is_transient(exc) and failures >= self.max_attempts:
+                    log.exception("handler failed %d times on %s; dead-lettering", failures, _where(record))
+                    await self._to_dlq(record, "handler_error", f"{type(exc).__name__}: {exc}")
+                    return
+                self.metrics.retries.labels(record.topic, type(exc).__name__).inc()
+                log.warning("retrying %s after %s: %s", _where(record), type(exc).__name__, exc)
+                await asyncio.sleep(self.backoff.delay(failures))
+
+    async def _apply(self, route: Route, event: Event, record: Record) -> str:
+        async with self.sessions() as session, session.begin():
+            fresh = await inbox.claim(
+                session,
+                self.inbox_table,
+                consumer=self.name,
+                event_id=event.event_id,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            if not fresh:
+                return "duplicate"
+            for outgoing in await route.handle(session, event):
+                await outbox.stage(session, self.outbox_table, outgoing)
+        self.on_committed()
+        return "applied"
+
+    async def _to_dlq(self, record: Record, error_class: str, message: str) -> None:
+        value = mask_card_numbers(record.value or b"")
+        headers = [
+            (dlq_headers.ORIGINAL_TOPIC, record.topic.encode()),
+            (dlq_headers.ORIGINAL_PARTITION, str(record.partition).encode()),
+            (dlq_headers.ORIGINAL_OFFSET, str(record.offset).encode()),
+            (dlq_headers.ORIGINAL_TIMESTAMP, str(record.timestamp).encode()),
+            (dlq_headers.ERROR_CLASS, error_class.encode()),
+            (dlq_headers.ERROR_MESSAGE, mask_card_numbers(message.encode())[:1000]),
+        ]
+        failures = 0
+        while True:
+            try:
+                await self.dead_letter(dlq_topic(record.topic), record.key, value, headers)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker unavailable: transient, keep the offset
+                failures += 1
+                log.warning("DLQ publish for %s failed: %s", _where(record), exc)
+                await asyncio.sleep(self.backoff.delay(failures))
+        self.metrics.dead_lettered.labels(record.topic, error_class).inc()
+        log.warning("dead-lettered %s: %s (%s)", _where(record), error_class, message[:200])
+
+
+def _where(record: Record) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"

@@ -1,0 +1,109 @@
+"""Outbox relay: publishes staged events to Kafka and marks them sent only after the broker acks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.common.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+# send(topic, key, value, headers) -> an awaitable that completes when the broker acked.
+Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]]
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        table: Table,
+        send: Send,
+        *,
+        batch_size: int = 200,
+        poll_interval_s: float = 0.5,
+        on_published: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self._sessions = sessions
+        self._table = table
+        self._send = send
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._on_published = on_published
+        self._wakeup = asyncio.Event()
+        self._backoff = Backoff()
+        self.healthy = True
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                sent = await self.publish_batch()
+                failures, self.healthy = 0, True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures, self.healthy = failures + 1, False
+                log.warning("outbox relay: %s (retry %d)", exc, failures)
+                await asyncio.sleep(self._backoff.delay(failures))
+                continue
+            if sent < self._batch_size:
+                await self._wait_for_work()
+
+    async def _wait_for_work(self) -> None:
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
+        except TimeoutError:
+            pass
+        self._wakeup.clear()
+
+    async def publish_batch(self) -> int:
+        """Send one batch; on PostgreSQL rows are locked (SKIP LOCKED) so relays never share a row."""
+        async with self._sessions() as session, session.begin():
+            rows = await self._pending(session)
+            if not rows:
+                return 0
+            await self._publish(rows)
+            ids = [row.id for row in rows]
+            await session.execute(
+                update(self._table)
+                .where(self._table.c.id.in_(ids))
+                .values(published_at=datetime.now(UTC))
+            )
+        self._on_published(len(rows))
+        return len(rows)
+
+    async def _pending(self, session: AsyncSession) -> Sequence[Row[Any]]:
+        query = (
+            select(self._table)
+            .where(self._table.c.published_at.is_(None))
+            .order_by(self._table.c.id)
+            .limit(self._batch_size)
+        )
+        if session.bind.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return (await session.execute(query)).all()
+
+    async def _publish(self, rows: Sequence[Row[Any]]) -> None:
+        # Pipeline the batch: sends are queued in id order (the idempotent producer keeps
+        # per-partition order), then every acknowledgement is awaited before marking sent.
+        acks = [
+            await self._send(
+                row.topic,
+                row.key.encode(),
+                row.payload.encode(),
+                [("event_id", row.event_id.encode()), ("content-type", b"application/json")],
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*acks)

@@ -1,0 +1,233 @@
+"""One process per service: FastStream subscribers on a KafkaBroker plus a FastAPI surface.
+
+The FastAPI lifespan builds everything (engine, producer, relay, broker) so nothing heavy
+happens at import time, and tears it down in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import MetaData, Table, func, select
+
+from services.common import db
+from services.common.consumer import EventConsumer, Route
+from services.common.metrics import ServiceMetrics
+from services.common.relay import OutboxRelay
+from services.common.settings import KafkaSettings, ServiceSettings, group_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What makes one service: its name, tables and the routes built from its container."""
+
+    name: str
+    metadata: MetaData
+    inbox: Table
+    outbox: Table
+    build_routes: Callable[[ServiceMetrics], Sequence[Route]]
+    routers: Sequence[APIRouter] = field(default=())
+
+
+@dataclass
+class Runtime:
+    """What the lifespan built; exposed on app.state for the HTTP surface."""
+
+    spec: ServiceSpec
+    settings: ServiceSettings
+    kafka: KafkaSettings
+    metrics: ServiceMetrics
+    engine: Any = None
+    sessions: Any = None
+    producer: AIOKafkaProducer | None = None
+    broker: KafkaBroker | None = None
+    relay: OutboxRelay | None = None
+    subscribers: list[Any] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def create_app(spec: ServiceSpec, settings: ServiceSettings, kafka: KafkaSettings | None = None) -> FastAPI:
+    runtime = Runtime(spec=spec, settings=settings, kafka=kafka or KafkaSettings(), metrics=ServiceMetrics(spec.name))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await _start(runtime)
+        try:
+            yield
+        finally:
+            await _stop(runtime)
+
+    app = FastAPI(title=f"second-opinion {spec.name}", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.include_router(_health_router(runtime))
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+async def _start(rt: Runtime) -> None:
+    rt.engine = db.make_engine(rt.settings.database_url)
+    rt.sessions = db.make_session_factory(rt.engine)
+    rt.producer = AIOKafkaProducer(
+        bootstrap_servers=rt.kafka.bootstrap_servers,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        max_request_size=rt.settings.max_record_bytes,
+    )
+    await _retry_forever("kafka producer", rt.producer.start)
+    producer = rt.producer
+
+    async def send(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        return await producer.send(topic, value, key=key, headers=headers)
+
+    rt.relay = OutboxRelay(rt.sessions, rt.spec.outbox, send, on_published=rt.metrics.published.inc)
+    consumer = EventConsumer(
+        name=rt.spec.name,
+        routes={r.topic: r for r in rt.spec.build_routes(rt.metrics)},
+        sessions=rt.sessions,
+        inbox_table=rt.spec.inbox,
+        outbox_table=rt.spec.outbox,
+        dead_letter=_dead_letter_sink(rt.producer),
+        metrics=rt.metrics,
+        on_committed=rt.relay.wake,
+        max_attempts=rt.settings.max_attempts,
+    )
+    rt.broker = _build_broker(rt, consumer)
+    rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{rt.spec.name}-relay"))
+    await _retry_forever("kafka consumers", rt.broker.start)
+    log.info("%s service started (group %s)", rt.spec.name, group_id(rt.spec.name, rt.kafka))
+
+
+async def _stop(rt: Runtime) -> None:
+    if rt.broker is not None:
+        await rt.broker.stop()
+    for task in rt.tasks:
+        task.cancel()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    if rt.relay is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(rt.relay.publish_batch(), 5)  # flush what committed last
+    if rt.producer is not None:
+        await rt.producer.stop()
+    if rt.engine is not None:
+        await rt.engine.dispose()
+
+
+async def _raw_bytes(msg: Any) -> bytes:
+    # The runtime decodes and validates itself so that bad input reaches the DLQ intact.
+    return msg.body
+
+
+def _build_broker(rt: Runtime, consumer: EventConsumer) -> KafkaBroker:
+    broker_log = logging.getLogger(f"faststream.{rt.spec.name}")
+    broker_log.setLevel(logging.WARNING)  # one line per message is noise; errors still show
+    broker = KafkaBroker(rt.kafka.bootstrap_servers, logger=broker_log)
+    for topic in consumer.routes:
+        subscriber = broker.subscriber(
+            topic,
+            group_id=group_id(rt.spec.name, rt.kafka),
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            decoder=_raw_bytes,
+            max_poll_interval_ms=rt.settings.max_poll_interval_ms,
+        )
+        subscriber(_handler(consumer))
+        rt.subscribers.append(subscriber)
+    return broker
+
+
+def _handler(consumer: EventConsumer) -> Callable[..., Any]:
+    async def handle(body: bytes, msg: KafkaMessage) -> None:
+        await consumer.process(msg.raw_message)
+        try:
+            await msg.ack()
+        except Exception as exc:  # e.g. a commit refused during a rebalance: the inbox dedupes the redelivery
+            log.warning("offset commit failed: %s", exc)
+
+    return handle
+
+
+def _dead_letter_sink(producer: AIOKafkaProducer) -> Callable[..., Any]:
+    async def send(topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        ack = await producer.send(topic, value, key=key, headers=headers)
+        await ack
+
+    return send
+
+
+async def _retry_forever(what: str, start: Callable[[], Any]) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await start()
+            return
+        except Exception as exc:
+            log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _health_router(rt: Runtime) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "live", "service": rt.spec.name}
+
+    @router.get("/health/ready")
+    async def ready() -> JSONResponse:
+        checks = await _readiness(rt)
+        ok = all(c == "ok" for c in checks.values())
+        return JSONResponse({"ready": ok, "service": rt.spec.name, "checks": checks}, status_code=200 if ok else 503)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        await _refresh_gauges(rt)
+        return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def _readiness(rt: Runtime) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(db.ping(rt.engine), 3)
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"down: {type(exc).__name__}"
+    broker_ok = rt.broker is not None and await _quiet(rt.broker.ping(timeout=3))
+    checks["broker"] = "ok" if broker_ok else "down"
+    assigned = [bool(getattr(s, "consumer", None) and s.consumer.assignment()) for s in rt.subscribers]
+    checks["partitions"] = "ok" if assigned and all(assigned) else "not assigned"
+    checks["relay"] = "ok" if rt.relay is not None and rt.relay.healthy else "failing"
+    return checks
+
+
+async def _quiet(awaitable: Any) -> bool:
+    try:
+        return bool(await awaitable)
+    except Exception:
+        return False
+
+
+async def _refresh_gauges(rt: Runtime) -> None:
+    with contextlib.suppress(Exception):
+        async with rt.sessions() as session:
+            pending = await session.scalar(
+                select(func.count()).select_from(rt.spec.outbox).where(rt.spec.outbox.c.published_at.is_(None))
+            )
+        rt.metrics.outbox_pending.set(pending or 0)

@@ -1,0 +1,134 @@
+"""Queries of the decision service; the only module that speaks SQL to its tables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.v1 import ApprovalRecorded, SecondOpinionRequested, ServiceReportReceived
+from services.common.money import to_cents
+from services.common.sql import insert_ignore
+from services.decision.adapters.orm import approval, case, report
+
+OPEN_STATES = ("awaiting_approval", "granted", "dispatched", "unassigned")
+
+
+class DecisionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_report(self, ev: ServiceReportReceived) -> bool:
+        """Keep the first report of a job; a later one for the same job changes nothing."""
+        return await insert_ignore(self.session, report, _report_row(ev))
+
+    async def get_report(self, service_job_id: str) -> Row[Any] | None:
+        query = select(report).where(report.c.service_job_id == service_job_id)
+        return (await self.session.execute(query)).first()
+
+    async def add_case(self, case_id: str, ev: SecondOpinionRequested, status: str) -> None:
+        now = datetime.now(UTC)
+        await self.session.execute(
+            case.insert().values(
+                case_id=case_id,
+                request_event_id=ev.event_id,
+                service_order_id=ev.service_order_id,
+                original_job_id=ev.service_job_id,
+                source=ev.source,
+                reason_code=ev.reason_code,
+                status=status,
+                request=ev.model_dump_json(),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def get_case(self, case_id: str) -> Row[Any] | None:
+        return (await self.session.execute(select(case).where(case.c.case_id == case_id))).first()
+
+    async def cases_in(self, order_id: str, job_id: str, status: str) -> Sequence[Row[Any]]:
+        query = (
+            select(case)
+            .where(case.c.service_order_id == order_id, case.c.original_job_id == job_id)
+            .where(case.c.status == status)
+            .order_by(case.c.id)
+        )
+        return (await self.session.execute(query)).all()
+
+    async def open_case_id(self, order_id: str, *, besides: str) -> str | None:
+        query = (
+            select(case.c.case_id)
+            .where(case.c.service_order_id == order_id, case.c.status.in_(OPEN_STATES))
+            .where(case.c.case_id != besides)
+            .order_by(case.c.id)
+            .limit(1)
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def case_for_second_job(self, order_id: str, job_id: str) -> Row[Any] | None:
+        query = select(case).where(case.c.service_order_id == order_id, case.c.second_job_id == job_id)
+        return (await self.session.execute(query)).first()
+
+    async def update_case(self, case_id: str, **values: Any) -> None:
+        if "rules" in values:
+            values["rules"] = json.dumps(list(values["rules"]))
+        values["updated_at"] = datetime.now(UTC)
+        await self.session.execute(update(case).where(case.c.case_id == case_id).values(**values))
+
+    async def add_approval(self, ev: ApprovalRecorded) -> bool:
+        return await insert_ignore(self.session, approval, _approval_row(ev))
+
+    async def unused_approvals(self, order_id: str, job_id: str) -> Sequence[Row[Any]]:
+        query = (
+            select(approval)
+            .where(approval.c.service_order_id == order_id, approval.c.service_job_id == job_id)
+            .where(approval.c.used_by_case_id.is_(None))
+            .order_by(approval.c.id)
+        )
+        return (await self.session.execute(query)).all()
+
+    async def use_approval(self, event_id: str, case_id: str) -> None:
+        await self.session.execute(
+            update(approval).where(approval.c.event_id == event_id).values(used_by_case_id=case_id)
+        )
+
+
+def _report_row(ev: ServiceReportReceived) -> dict[str, Any]:
+    return {
+        "service_job_id": ev.service_job_id,
+        "service_order_id": ev.service_order_id,
+        "event_id": ev.event_id,
+        "provider_id": ev.provider_id,
+        "technician_id": ev.technician_id,
+        "customer_id": ev.customer_id,
+        "trade": ev.trade,
+        "property_zip": ev.property_zip,
+        "failure_found": ev.diagnosis.failure_found,
+        "component": ev.diagnosis.component,
+        "cause": ev.diagnosis.cause,
+        "covered": ev.diagnosis.covered,
+        "service_call_fee_cents": to_cents(ev.charges.service_call_fee),
+        "diagnosis_fee_cents": to_cents(ev.charges.diagnosis_fee),
+        "currency": ev.charges.currency,
+        "deductible_cents": to_cents(ev.deductible.amount),
+        "deductible_paid_in_full": ev.deductible.paid_in_full,
+        "occurred_at": ev.occurred_at,
+    }
+
+
+def _approval_row(ev: ApprovalRecorded) -> dict[str, Any]:
+    return {
+        "event_id": ev.event_id,
+        "service_order_id": ev.service_order_id,
+        "service_job_id": ev.service_job_id,
+        "decision": ev.decision,
+        "approver_id": ev.approver.id,
+        "approver_role": ev.approver.role,
+        "note": ev.note,
+        "occurred_at": ev.occurred_at,
+    }

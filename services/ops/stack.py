@@ -1,0 +1,180 @@
+"""Bring the whole local stack up (broker, database, three services) and down again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from services.common.settings import DEFAULT_PORTS, SERVICES, KafkaSettings, StackSettings
+from services.ops import kafka, postgres, procs
+from services.ops.procs import OpsError
+
+Database = Literal["sqlite", "postgres"]
+ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+MIGRATE_TIMEOUT = 300.0
+
+
+def state_file(st: StackSettings) -> Path:
+    return st.run_dir / "stack.json"
+
+
+def pid_file(st: StackSettings, svc: str) -> Path:
+    return st.run_dir / f"{svc}.pid"
+
+
+def log_file(st: StackSettings, svc: str) -> Path:
+    return st.run_dir / "logs" / f"{svc}.log"
+
+
+def database_name(svc: str) -> str:
+    return f"second_opinion_{svc}"
+
+
+def http_port(svc: str) -> int:
+    # An explicit <SVC>_HTTP_PORT in our environment wins, as it would for the service itself.
+    return int(os.environ.get(f"{svc.upper()}_HTTP_PORT", DEFAULT_PORTS[svc]))
+
+
+def database_url(st: StackSettings, svc: str, database: Database) -> str:
+    if database == "postgres":
+        return f"{st.postgres_url}/{database_name(svc)}"
+    return f"sqlite+aiosqlite:///{st.data_dir.resolve() / f'{svc}.db'}"
+
+
+def service_env(
+    st: StackSettings, ks: KafkaSettings, svc: str, database: Database
+) -> dict[str, str]:
+    """The variables that point one service at this stack (merge over os.environ to use)."""
+    prefix = svc.upper()
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": ks.bootstrap_servers,
+        f"{prefix}_DATABASE_URL": database_url(st, svc, database),
+        f"{prefix}_HTTP_PORT": str(http_port(svc)),
+    }
+
+
+def _marker(svc: str) -> str:
+    return f"serve {svc}"  # in the service's command line; guards against a recycled pid
+
+
+# ---------------------------------------------------------------- up
+
+
+def up(st: StackSettings, ks: KafkaSettings, database: Database) -> None:
+    """Start (or reuse) everything; each step is idempotent, so re-running `up` is safe."""
+    kafka.start(st, ks)  # fetches the jars first if it has to launch a broker
+    kafka.create_topics(ks)
+    state: dict[str, Any] = {"database": database, "kafka": ks.bootstrap_servers, "services": {}}
+    if database == "postgres":
+        state["postgres_started"] = postgres.ensure_running(st)
+        postgres.ensure_role_and_databases([database_name(s) for s in SERVICES], st)
+    else:
+        st.data_dir.mkdir(parents=True, exist_ok=True)
+    for svc in SERVICES:
+        state["services"][svc] = _up_service(st, ks, svc, database)
+        _save(st, state)  # after each one, so `down` can stop a half-started stack
+    print(f"stack: up ({database}); " + ", ".join(
+        f"{s} http://127.0.0.1:{i['port']}" for s, i in state["services"].items()
+    ))  # fmt: skip
+
+
+def _up_service(
+    st: StackSettings, ks: KafkaSettings, svc: str, database: Database
+) -> dict[str, Any]:
+    port = http_port(svc)
+    info = {"port": port, "log": str(log_file(st, svc)), "database": database}
+    pid = procs.read_pid(pid_file(st, svc), _marker(svc))
+    if pid is not None:
+        print(f"{svc}: already running (pid {pid}); not restarting")
+        _wait_ready(st, svc, port, lambda: procs.pid_alive(pid))
+        return {**info, "pid": pid}
+    env = {**os.environ, **service_env(st, ks, svc, database)}
+    # Unbuffered, so the log tail we show on failure is what the service really printed last.
+    env["PYTHONUNBUFFERED"] = "1"
+    _migrate(svc, env)
+    if procs.tcp_open("127.0.0.1", port):
+        raise OpsError(f"{svc}: port {port} is already in use by another process")
+    cmd = [sys.executable, "-m", "services.cli", "serve", svc]
+    proc = procs.start_detached(
+        cmd, pid_file=pid_file(st, svc), log_file=log_file(st, svc), env=env, cwd=ROOT
+    )
+    print(f"{svc}: started pid {proc.pid} on port {port}, log {log_file(st, svc)}")
+    _wait_ready(st, svc, port, lambda: proc.poll() is None)
+    return {**info, "pid": proc.pid}
+
+
+def _migrate(svc: str, env: dict[str, str]) -> None:
+    print(f"{svc}: migrating database")
+    cmd = [sys.executable, "-m", "services.cli", "migrate", svc]
+    try:
+        result = subprocess.run(
+            cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=MIGRATE_TIMEOUT
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise OpsError(f"{svc}: migrate did not finish within {MIGRATE_TIMEOUT:.0f}s") from exc
+    if result.returncode != 0:
+        raise OpsError(
+            f"{svc}: `second-opinion migrate {svc}` failed (exit {result.returncode}):\n"
+            f"{result.stdout}{result.stderr}"
+        )
+
+
+def _wait_ready(st: StackSettings, svc: str, port: int, alive: Callable[[], bool]) -> None:
+    url = f"http://127.0.0.1:{port}/health/ready"
+    if procs.wait_http_ok(url, READY_TIMEOUT, alive=alive):
+        print(f"{svc}: ready")
+        return
+    why = "exited" if not alive() else f"not ready after {READY_TIMEOUT:.0f}s (still running)"
+    raise OpsError(
+        f"{svc}: {why}; {url} never answered 200. Last lines of {log_file(st, svc)}:\n"
+        f"{procs.tail(log_file(st, svc), 40)}"
+    )
+
+
+def _save(st: StackSettings, state: dict[str, Any]) -> None:
+    st.run_dir.mkdir(parents=True, exist_ok=True)
+    state_file(st).write_text(json.dumps(state, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- down and status
+
+
+def down(st: StackSettings) -> None:
+    """Stop the services, our broker, and PostgreSQL if (and only if) we started it."""
+    for svc in reversed(SERVICES):  # consumers of others' output first
+        procs.stop_pid_file(pid_file(st, svc), svc, marker=_marker(svc), timeout=STOP_TIMEOUT)
+    kafka.stop(st)
+    postgres.stop(st)
+    state_file(st).unlink(missing_ok=True)
+
+
+def status(st: StackSettings, ks: KafkaSettings) -> dict[str, Any]:
+    """Snapshot of what runs: broker, database, each service (pid, port, readiness)."""
+    try:
+        database = json.loads(state_file(st).read_text()).get("database")
+    except (OSError, ValueError):
+        database = None
+    result: dict[str, Any] = {"database": database, "kafka": kafka.status(st, ks)}
+    if database == "postgres" or postgres.state_file(st).exists():
+        result["postgres"] = postgres.status(st)
+    result["services"] = {svc: _service_status(st, svc) for svc in SERVICES}
+    return result
+
+
+def _service_status(st: StackSettings, svc: str) -> dict[str, Any]:
+    port = http_port(svc)
+    pid = procs.read_pid(pid_file(st, svc), _marker(svc))
+    try:
+        ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        ready = False
+    return {"pid": pid, "port": port, "ready": ready, "log": str(log_file(st, svc))}

@@ -1,0 +1,52 @@
+"""`second-opinion serve <service>` and `second-opinion migrate <service>`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+
+from services.common.service_app import ServiceSpec, create_app
+from services.common.settings import SERVICES, service_settings
+
+
+def load_spec(service: str) -> ServiceSpec:
+    return importlib.import_module(f"services.{service}.service").SPEC
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = service_settings(args.service)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s {args.service} %(name)s: %(message)s",
+    )
+    if args.migrate:
+        migrate_service(args.service)
+    app = create_app(load_spec(args.service), settings)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s)
+    return 0
+
+
+def migrate_service(service: str) -> None:
+    from services.migrate import upgrade
+
+    upgrade(service, service_settings(service).database_url)
+
+
+def migrate(args: argparse.Namespace) -> int:
+    for service in SERVICES if args.service == "all" else (args.service,):
+        migrate_service(service)
+        print(f"{service}: database at head")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("serve", help="run one service (Kafka consumers + HTTP health/metrics)")
+    p.add_argument("service", choices=SERVICES)
+    p.add_argument("--migrate", action="store_true", help="apply migrations before starting")
+    p.set_defaults(func=serve)
+    m = subparsers.add_parser("migrate", help="apply a service's database migrations")
+    m.add_argument("service", choices=(*SERVICES, "all"))
+    m.set_defaults(func=migrate)
