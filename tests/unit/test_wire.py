@@ -1,0 +1,107 @@
+"""Bad input is recognised before any handler runs: card numbers, encoding, JSON, schema."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from schemas.v1 import SecondOpinionRequested, ServiceReportReceived
+from services.common.consumer import BadInput, decode
+from services.common.money import to_cents, to_str
+from services.common.pan import contains_card_number, mask_card_numbers
+
+REPORT = {
+    "event_id": "e1",
+    "occurred_at": "2026-11-02T15:04:00+00:00",
+    "service_order_id": "SO-1",
+    "service_job_id": "J-1",
+    "provider_id": "P1",
+    "technician_id": "T1",
+    "customer_id": "C1",
+    "trade": "hvac",
+    "property_zip": "10001",
+    "diagnosis": {"failure_found": True, "component": "compressor", "cause": "pre_existing", "covered": False},
+    "notes": "seized",
+    "charges": {"service_call_fee": "89.00", "diagnosis_fee": "45.00", "currency": "USD"},
+    "deductible": {"amount": "100.00", "paid_in_full": True},
+}
+
+
+def with_(path: str, value: object) -> bytes:
+    data = json.loads(json.dumps(REPORT))
+    *parents, leaf = path.split(".")
+    target = data
+    for p in parents:
+        target = target[p]
+    if value is KeyError:
+        del target[leaf]
+    else:
+        target[leaf] = value
+    return json.dumps(data).encode()
+
+
+class TestCardNumbers:
+    @pytest.mark.parametrize(
+        "text", ["4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111", "5500005555555559", "378282246310005"]
+    )
+    def test_luhn_valid_runs_are_card_numbers(self, text):
+        assert contains_card_number(f'{{"notes": "card {text} given"}}'.encode())
+
+    @pytest.mark.parametrize(
+        "text", ["4111111111111112", "1111111111111117", "411111111111", "4111  1111 1111 1111", "JOB-2026110215040001"]
+    )
+    def test_others_are_not(self, text):
+        assert not contains_card_number(text.encode())
+
+    def test_masking_keeps_the_last_four_and_the_separators(self):
+        assert mask_card_numbers(b"pan 4111-1111-1111-1111 end") == b"pan ****-****-****-1111 end"
+
+
+class TestDecode:
+    def test_valid_report_with_unknown_fields(self):
+        raw = with_("extra_field", {"anything": 1})
+        assert decode(raw, ServiceReportReceived).service_job_id == "J-1"
+
+    @pytest.mark.parametrize(
+        ("raw", "error_class"),
+        [
+            (b"", "empty_value"),
+            (None, "empty_value"),
+            (b"{not json", "not_json"),
+            (b"\xff\xfe{}", "not_utf8"),
+            (with_("notes", "paid with 4111 1111 1111 1111"), "card_number"),
+            (with_("charges.service_call_fee", "-12.00"), "schema_invalid"),
+            (with_("charges.service_call_fee", "89.5"), "schema_invalid"),
+            (with_("charges.service_call_fee", "089.00"), "schema_invalid"),
+            (with_("charges.service_call_fee", 89.0), "schema_invalid"),
+            (with_("charges.currency", "EUR"), "schema_invalid"),
+            (with_("occurred_at", "2026-11-02T15:04:00"), "schema_invalid"),
+            (with_("diagnosis.cause", "gremlins"), "schema_invalid"),
+            (with_("diagnosis.failure_found", "yes"), "schema_invalid"),
+            (with_("service_job_id", KeyError), "schema_invalid"),
+            (b"[1, 2]", "schema_invalid"),
+        ],
+    )
+    def test_bad_input_names_its_error(self, raw, error_class):
+        with pytest.raises(BadInput) as caught:
+            decode(raw, ServiceReportReceived)
+        assert caught.value.error_class == error_class
+
+    def test_optional_request_fields_default_to_not_done(self):
+        raw = json.dumps(
+            {
+                "event_id": "r1", "occurred_at": "2026-11-03T10:00:00-05:00", "service_order_id": "SO-1",
+                "service_job_id": "J-1", "source": "customer", "reason_code": "conflicting_reports",
+                "requested_by": {"id": "C", "role": "customer"},
+            }
+        ).encode()
+        request = decode(raw, SecondOpinionRequested)
+        assert (request.soft_no_delivered, request.offered_by_agent, request.provider_attempts) == (None, False, None)
+
+
+class TestMoney:
+    @pytest.mark.parametrize(("text", "cents"), [("0.00", 0), ("89.00", 8900), ("0.10", 10), ("123456789.99", 12345678999)])
+    def test_round_trip_is_exact(self, text, cents):
+        assert to_cents(text) == cents
+        assert to_str(cents) == text
