@@ -118,10 +118,16 @@ class EventConsumer:
     on_committed: Callable[[], None] = lambda: None
     max_attempts: int = 3
     backoff: Backoff = field(default_factory=Backoff)
+    # Topics whose records wait until an event is set (e.g. grants until the directory caught up).
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
 
     async def process(self, record: Record) -> None:
         """Returns when the record is applied, was a duplicate, or is in its DLQ."""
         route = self.routes[record.topic]
+        gate = self.gates.get(record.topic)
+        if gate is not None and not gate.is_set():
+            log.info("holding %s until its prerequisite topic has caught up", _where(record))
+            await gate.wait()
         try:
             event = decode(record.value, route.model)
         except BadInput as exc:

@@ -40,6 +40,12 @@ class ServiceSpec:
     outbox: Table
     build_routes: Callable[[ServiceMetrics], Sequence[Route]]
     routers: Sequence[APIRouter] = field(default=())
+    # Topics read by one consumer each; topics not named here share one consumer. Fewer
+    # consumers in a group means fewer rebalances when an instance starts or stops.
+    separate_consumers: Sequence[Sequence[str]] = field(default=())
+    # {gated topic: watched topic}: records of the gated topic wait until the consumer of the
+    # watched topic has committed up to the end offsets it found when it got its partitions.
+    catch_up_before: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Runtime:
     broker: KafkaBroker | None = None
     relay: OutboxRelay | None = None
     subscribers: list[Any] = field(default_factory=list)
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -107,6 +114,11 @@ async def _start(rt: Runtime) -> None:
         max_attempts=rt.settings.max_attempts,
     )
     rt.broker = _build_broker(rt, consumer)
+    for gated, watched in rt.spec.catch_up_before.items():
+        consumer.gates[gated] = gate = asyncio.Event()
+        subscriber = next(s for s in rt.subscribers if watched in s.topic_names_for_subscribe)
+        rt.tasks.append(asyncio.create_task(_open_when_caught_up(subscriber, gate), name=f"catch-up-{watched}"))
+    rt.gates = consumer.gates
     rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{rt.spec.name}-relay"))
     await _retry_forever("kafka consumers", rt.broker.start)
     log.info("%s service started (group %s)", rt.spec.name, group_id(rt.spec.name, rt.kafka))
@@ -136,9 +148,9 @@ def _build_broker(rt: Runtime, consumer: EventConsumer) -> KafkaBroker:
     broker_log = logging.getLogger(f"faststream.{rt.spec.name}")
     broker_log.setLevel(logging.WARNING)  # one line per message is noise; errors still show
     broker = KafkaBroker(rt.kafka.bootstrap_servers, logger=broker_log)
-    for topic in consumer.routes:
+    for topics in _consumer_topics(rt.spec, list(consumer.routes)):
         subscriber = broker.subscriber(
-            topic,
+            *topics,
             group_id=group_id(rt.spec.name, rt.kafka),
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
@@ -148,6 +160,33 @@ def _build_broker(rt: Runtime, consumer: EventConsumer) -> KafkaBroker:
         subscriber(_handler(consumer))
         rt.subscribers.append(subscriber)
     return broker
+
+
+async def _open_when_caught_up(subscriber: Any, gate: asyncio.Event) -> None:
+    """Set `gate` once the subscriber's group has committed everything that existed at start."""
+    end: dict[Any, int] | None = None
+    while not gate.is_set():
+        await asyncio.sleep(0.2)
+        consumer = getattr(subscriber, "consumer", None)
+        assigned = consumer.assignment() if consumer is not None else set()
+        if not assigned:
+            continue
+        try:
+            end = end or await consumer.end_offsets(list(assigned))
+            committed = {tp: (await consumer.committed(tp)) or 0 for tp in assigned}
+        except Exception as exc:  # broker hiccup: keep waiting
+            log.debug("catch-up check failed: %s", exc)
+            continue
+        if all(committed[tp] >= end.get(tp, 0) for tp in assigned):
+            log.info("caught up with %s; releasing held records", sorted({tp.topic for tp in assigned}))
+            gate.set()
+
+
+def _consumer_topics(spec: ServiceSpec, topics: list[str]) -> list[list[str]]:
+    separate = [list(group) for group in spec.separate_consumers]
+    named = {t for group in separate for t in group}
+    shared = [t for t in topics if t not in named]
+    return [*separate, shared] if shared else separate
 
 
 def _handler(consumer: EventConsumer) -> Callable[..., Any]:
@@ -214,6 +253,8 @@ async def _readiness(rt: Runtime) -> dict[str, str]:
     assigned = [bool(getattr(s, "consumer", None) and s.consumer.assignment()) for s in rt.subscribers]
     checks["partitions"] = "ok" if assigned and all(assigned) else "not assigned"
     checks["relay"] = "ok" if rt.relay is not None and rt.relay.healthy else "failing"
+    for topic, gate in rt.gates.items():
+        checks[f"catch_up:{topic}"] = "ok" if gate.is_set() else "waiting"
     return checks
 
 

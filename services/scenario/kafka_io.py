@@ -24,6 +24,13 @@ def to_record(msg: ConsumerRecord) -> Record:
     return Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, headers, msg.timestamp)
 
 
+async def start_consumer(consumer: AIOKafkaConsumer) -> None:
+    await consumer.start()
+    # aiokafka 0.14: a group-less consumer stopped before its background task first ran raises
+    # CancelledError from stop(); one turn of the loop lets that task start.
+    await asyncio.sleep(0)
+
+
 class Publisher:
     """Idempotent, acks=all: a retried send never doubles a step, so counts stay exact."""
 
@@ -53,7 +60,7 @@ class Offsets:
     async def start(self) -> None:
         await self._admin.start()
         try:
-            await self._consumer.start()
+            await start_consumer(self._consumer)
         except BaseException:
             await self._admin.close()
             raise
@@ -116,7 +123,7 @@ class Collector:
 
     async def start(self, start_offsets: dict[TopicPartition, int]) -> None:
         self.partitions = list(start_offsets)
-        await self._consumer.start()
+        await start_consumer(self._consumer)
         self._consumer.assign(self.partitions)
         for tp, offset in start_offsets.items():
             self._consumer.seek(tp, offset)
@@ -179,5 +186,7 @@ class KafkaIO:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.offsets.stop()
-        await self.publisher.stop()
+        try:
+            await self.offsets.stop()
+        finally:
+            await self.publisher.stop()

@@ -112,8 +112,8 @@ def in_scope(record: Record, keys: Iterable[str]) -> bool:
     keys = keys if isinstance(keys, set | frozenset) else set(keys)
     if record.key_text in keys:
         return True
-    data = record.json
-    return isinstance(data, dict) and data.get("service_order_id") in keys
+    order = record.json.get("service_order_id") if isinstance(record.json, dict) else None
+    return isinstance(order, str) and order in keys
 
 
 def distinct_id(record: Record) -> str:

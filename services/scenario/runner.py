@@ -87,9 +87,10 @@ async def run_scenario_file(
     run = _ScenarioRun(scenario, token, settings, io)
     failures, warnings = await run.execute()
     elapsed = time.monotonic() - started
-    result = ScenarioResult(scenario.name, str(path), token, not failures, elapsed)
-    result.failures, result.warnings, result.records_seen = failures, warnings, run.records_seen
-    return result
+    passed = not failures
+    return ScenarioResult(
+        scenario.name, str(path), token, passed, elapsed, failures, warnings, run.records_seen
+    )
 
 
 class _ScenarioRun:

@@ -188,10 +188,10 @@ def new_run_token() -> str:
 
 def new_run_tokens(count: int) -> list[str]:
     """`count` distinct tokens, one per file of a run."""
-    tokens: set[str] = set()
+    tokens: dict[str, None] = {}
     while len(tokens) < count:
-        tokens.add(new_run_token())
-    return sorted(tokens)
+        tokens[new_run_token()] = None
+    return list(tokens)
 
 
 def substitute_text(text: str, names: Mapping[str, Any]) -> str:

@@ -1,0 +1,43 @@
+# Second Opinion services. `make run` shows the system working; `make test` proves it.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+SO := uv run second-opinion
+ORDERS ?= 400
+SEED ?= 7
+
+.PHONY: help install run up down status test test-unit test-service test-integration scenarios scenarios-sqlite lint
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+install: ## install Python deps (uv), Java and Maven if missing, and the Kafka jars
+	@bash deploy/bootstrap.sh
+	@$(SO) kafka fetch
+
+run: install ## the main job: stack on embedded SQLite, a synthetic day of traffic, a summary
+	@$(SO) up --database sqlite
+	@$(SO) simulate --orders $(ORDERS) --seed $(SEED)
+
+up: install ## start broker, database, migrations and the three services (DATABASE=sqlite|postgres)
+	@$(SO) up --database $(or $(DATABASE),sqlite)
+
+down: ## stop everything `make up` started
+	@$(SO) down
+
+status: ## what is running
+	@$(SO) status
+
+test: install ## unit, service and integration tests, and every scenario on the real stack (PostgreSQL)
+	@uv run pytest
+
+test-unit: ## fast tests, no broker or database server
+	@uv run pytest tests/unit tests/service
+
+test-integration: install ## tests on the real broker and database
+	@uv run pytest tests/integration tests/scenarios
+
+scenarios-sqlite: install ## the scenarios with the services on SQLite
+	@TEST_DATABASE=sqlite uv run pytest tests/scenarios
+
+lint:
+	@uv run ruff check services schemas tests migrations

@@ -1,0 +1,186 @@
+"""The stack the integration tests and scenarios run against: real broker, real database, three services.
+
+Where the infrastructure comes from is a setting (`TEST_INFRA`):
+- `local` (default): the project's own scripts start Apache Kafka (KRaft, jars from Maven) and
+  Debian's PostgreSQL on this machine, as `make up` does;
+- `testcontainers`: a Docker engine provides Kafka and PostgreSQL containers;
+- `external`: use `KAFKA_BOOTSTRAP_SERVERS` and `TEST_POSTGRES_URL` as given.
+The services themselves always run as separate processes (`second-opinion serve ...`), on
+their own ports, databases and consumer groups so that a running `make up` stack is not disturbed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.common.settings import SERVICES, KafkaSettings, StackSettings
+from services.migrate import upgrade
+from services.ops import kafka, postgres, procs
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_PORTS = {"decision": 18081, "dispatch": 18082, "payout": 18083}
+
+
+@dataclass
+class Infra:
+    bootstrap_servers: str
+    postgres_url: str | None  # server URL without a database name
+    _cleanup: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        for stop in reversed(self._cleanup):
+            stop()
+
+
+def start_infra(need_postgres: bool) -> Infra:
+    mode = os.environ.get("TEST_INFRA", "local")
+    if mode == "external":
+        return Infra(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ.get("TEST_POSTGRES_URL"))
+    if mode == "testcontainers":
+        return _containers(need_postgres)
+    st, ks = StackSettings(), KafkaSettings()
+    kafka.ensure_jars(st)
+    kafka.start(st, ks)
+    url = None
+    if need_postgres:
+        postgres.ensure_running(st)
+        url = st.postgres_url
+    return Infra(ks.bootstrap_servers, url)
+
+
+def _containers(need_postgres: bool) -> Infra:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    broker = KafkaContainer("apache/kafka:4.1.1").with_kraft()
+    broker.start()
+    infra = Infra(broker.get_bootstrap_server(), None, [broker.stop])
+    if need_postgres:
+        pg = PostgresContainer("postgres:16", username="second_opinion", password="second_opinion")
+        pg.start()
+        infra._cleanup.append(pg.stop)
+        host, port = pg.get_container_host_ip(), pg.get_exposed_port(5432)
+        infra.postgres_url = f"postgresql+asyncpg://second_opinion:second_opinion@{host}:{port}"
+    return infra
+
+
+def create_databases(infra: Infra, database: str, label: str, data_dir: Path) -> dict[str, str]:
+    """A fresh, migrated database per service; returns the URLs."""
+    urls = {}
+    for svc in SERVICES:
+        if database == "postgres":
+            name = f"so_test_{label}_{svc}"
+            if os.environ.get("TEST_INFRA", "local") == "local":
+                postgres.ensure_role_and_databases([])
+                postgres.recreate_database(name)
+            else:
+                _create_database_remote(infra.postgres_url or "", name)
+            urls[svc] = f"{infra.postgres_url}/{name}"
+        else:
+            path = data_dir / f"{label}_{svc}.db"
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            urls[svc] = f"sqlite+aiosqlite:///{path}"
+        upgrade(svc, urls[svc])
+    return urls
+
+
+def _create_database_remote(server_url: str, name: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(server_url.replace("postgresql+asyncpg", "postgresql") + "/postgres")
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+
+
+@dataclass
+class RunningService:
+    name: str
+    port: int
+    env: dict[str, str]
+    pid_file: Path
+    log_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "services.cli", "serve", self.name]
+        procs.start_detached(cmd, pid_file=self.pid_file, log_file=self.log_file, env=self.env, cwd=ROOT)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        if not procs.wait_http_ok(f"{self.url}/health/ready", timeout):
+            raise RuntimeError(f"{self.name} not ready in {timeout}s; log:\n{procs.tail(self.log_file, 60)}")
+
+    def pid(self) -> int | None:
+        return procs.read_pid(self.pid_file)
+
+    def stop(self, timeout: float = 30) -> None:
+        procs.stop_pid_file(self.pid_file, self.name, timeout=timeout)
+
+    def kill(self) -> None:
+        pid = self.pid()
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+
+
+@dataclass
+class TestStack:
+    database: str
+    bootstrap_servers: str
+    group_prefix: str
+    services: dict[str, RunningService]
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=self.bootstrap_servers, group_prefix=self.group_prefix)
+
+    def stop(self) -> None:
+        for svc in self.services.values():
+            svc.stop()
+
+
+@contextlib.contextmanager
+def running_stack(infra: Infra, database: str, work_dir: Path) -> Iterator[TestStack]:
+    label = "pg" if database == "postgres" else "sqlite"
+    ks = KafkaSettings(bootstrap_servers=infra.bootstrap_servers)
+    kafka.create_topics(ks)
+    urls = create_databases(infra, database, label, work_dir)
+    group_prefix = f"second-opinion-test-{label}"
+    services = {}
+    for svc in SERVICES:
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
+            "KAFKA_GROUP_PREFIX": group_prefix,
+            f"{svc.upper()}_DATABASE_URL": urls[svc],
+            f"{svc.upper()}_HTTP_PORT": str(TEST_PORTS[svc]),
+        }
+        services[svc] = RunningService(
+            svc, TEST_PORTS[svc], env, work_dir / f"{label}-{svc}.pid", work_dir / f"{label}-{svc}.log"
+        )
+    stack = TestStack(database, infra.bootstrap_servers, group_prefix, services)
+    try:
+        for svc in services.values():
+            svc.start()
+        for svc in services.values():
+            svc.wait_ready()
+        yield stack
+    finally:
+        stack.stop()
