@@ -1,0 +1,1 @@
+"""The synthetic day: a seeded realistic day of claim traffic, streamed and reconciled."""

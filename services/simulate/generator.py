@@ -26,6 +26,10 @@ __all__ = [
 ]
 
 TOKEN_ALPHABET = string.ascii_lowercase + string.digits
+# Ids join the run token's digits to a 4-digit order number ("JOB-a1234567-0042-1" holds a run
+# of 12 digits). A 5-digit order number could make a 13-digit, Luhn-valid run: a "card number"
+# the services would rightly dead-letter.
+MAX_ORDERS = 9999
 
 
 def run_token(seed: int, salt: str) -> str:
@@ -45,8 +49,8 @@ def bad_record_orders(seed: int, orders: int) -> dict[int, str]:
 
 def generate(seed: int, orders: int, run: str) -> Plan:
     """The same business day for the same seed; `run` only makes ids unique per run."""
-    if orders < 1:
-        raise ValueError("orders must be at least 1")
+    if not 1 <= orders <= MAX_ORDERS:
+        raise ValueError(f"orders must be between 1 and {MAX_ORDERS}")
     providers = build_directory(seed, run)
     bad = bad_record_orders(seed, orders)
     built = tuple(

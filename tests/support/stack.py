@@ -120,11 +120,17 @@ class RunningService:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        procs.stop_pid_file(self.pid_file, self.name)  # a leftover of an interrupted run
+        if procs.tcp_open("127.0.0.1", self.port):
+            raise RuntimeError(f"port {self.port} for the test {self.name} service is taken by another process")
         cmd = [sys.executable, "-m", "services.cli", "serve", self.name]
-        procs.start_detached(cmd, pid_file=self.pid_file, log_file=self.log_file, env=self.env, cwd=ROOT)
+        self.process = procs.start_detached(
+            cmd, pid_file=self.pid_file, log_file=self.log_file, env=self.env, cwd=ROOT
+        )
 
     def wait_ready(self, timeout: float = 90) -> None:
-        if not procs.wait_http_ok(f"{self.url}/health/ready", timeout):
+        alive = lambda: self.process.poll() is None  # noqa: E731
+        if not procs.wait_http_ok(f"{self.url}/health/ready", timeout, alive=alive):
             raise RuntimeError(f"{self.name} not ready in {timeout}s; log:\n{procs.tail(self.log_file, 60)}")
 
     def pid(self) -> int | None:
@@ -178,6 +184,7 @@ def running_stack(infra: Infra, database: str, work_dir: Path) -> Iterator[TestS
     stack = TestStack(database, infra.bootstrap_servers, group_prefix, services)
     try:
         for svc in services.values():
+            svc.log_file.unlink(missing_ok=True)
             svc.start()
         for svc in services.values():
             svc.wait_ready()
