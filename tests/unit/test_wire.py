@@ -8,6 +8,7 @@ import pytest
 
 from schemas.v1 import SecondOpinionRequested, ServiceReportReceived
 from services.common.consumer import BadInput, decode
+from services.common.ids import derive
 from services.common.money import to_cents, to_str
 from services.common.pan import contains_card_number, mask_card_numbers
 
@@ -105,3 +106,13 @@ class TestMoney:
     def test_round_trip_is_exact(self, text, cents):
         assert to_cents(text) == cents
         assert to_str(cents) == text
+
+
+class TestDerivedIds:
+    def test_same_parts_same_id(self):
+        assert derive("case", "evt-1") == derive("case", "evt-1") != derive("case", "evt-2")
+
+    def test_an_id_never_reads_as_a_card_number(self):
+        # uuid5 of "case|1518" is bbcfb2b5-6983-5417-9578-056e6f512d04: a Luhn-valid digit run
+        assert not contains_card_number(derive("case", "1518").encode())
+        assert not any(contains_card_number(derive("case", str(i)).encode()) for i in range(5000))
