@@ -94,10 +94,26 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLSTATE classes that say "the database is not there right now", not "this event is bad":
+# connection exceptions, operator intervention (shutdown, starting up), insufficient
+# resources, and serialization failures / deadlocks that a retry resolves.
+TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "53", "40001", "40P01")
+
+
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if isinstance(state, str) and state.startswith(TRANSIENT_SQLSTATE_PREFIXES):
+            return True
+        if "database is locked" in str(exc.orig):  # SQLite busy beyond its timeout
+            return True
     return isinstance(exc, TRANSIENT_ERRORS)
+
+
+# What `EventConsumer.process` did with a record, besides "applied" and "duplicate".
+DEAD_LETTERED = "dead_lettered"
 
 
 class DeadLetterSink(Protocol):
@@ -121,8 +137,8 @@ class EventConsumer:
     # Topics whose records wait until an event is set (e.g. grants until the directory caught up).
     gates: dict[str, asyncio.Event] = field(default_factory=dict)
 
-    async def process(self, record: Record) -> None:
-        """Returns when the record is applied, was a duplicate, or is in its DLQ."""
+    async def process(self, record: Record) -> str:
+        """Returns when the record is applied, was a duplicate, or is in its DLQ: which one."""
         route = self.routes[record.topic]
         gate = self.gates.get(record.topic)
         if gate is not None and not gate.is_set():
@@ -132,16 +148,16 @@ class EventConsumer:
             event = decode(record.value, route.model)
         except BadInput as exc:
             await self._to_dlq(record, exc.error_class, str(exc))
-            return
-        await self._apply_with_retry(route, event, record)
+            return DEAD_LETTERED
+        return await self._apply_with_retry(route, event, record)
 
-    async def _apply_with_retry(self, route: Route, event: Event, record: Record) -> None:
+    async def _apply_with_retry(self, route: Route, event: Event, record: Record) -> str:
         failures = 0
         while True:
             try:
                 outcome = await self._apply(route, event, record)
                 self.metrics.handled.labels(record.topic, outcome).inc()
-                return
+                return outcome
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -149,7 +165,7 @@ class EventConsumer:
                 if not is_transient(exc) and failures >= self.max_attempts:
                     log.exception("handler failed %d times on %s; dead-lettering", failures, _where(record))
                     await self._to_dlq(record, "handler_error", f"{type(exc).__name__}: {exc}")
-                    return
+                    return DEAD_LETTERED
                 self.metrics.retries.labels(record.topic, type(exc).__name__).inc()
                 log.warning("retrying %s after %s: %s", _where(record), type(exc).__name__, exc)
                 await asyncio.sleep(self.backoff.delay(failures))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -61,10 +62,8 @@ class OutboxRelay:
                 await self._wait_for_work()
 
     async def _wait_for_work(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
-        except TimeoutError:
-            pass
         self._wakeup.clear()
 
     async def publish_batch(self) -> int:
@@ -76,9 +75,7 @@ class OutboxRelay:
             await self._publish(rows)
             ids = [row.id for row in rows]
             await session.execute(
-                update(self._table)
-                .where(self._table.c.id.in_(ids))
-                .values(published_at=datetime.now(UTC))
+                update(self._table).where(self._table.c.id.in_(ids)).values(published_at=datetime.now(UTC))
             )
         self._on_published(len(rows))
         return len(rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData, Table, func, select
 
-from services.common import db
+from services.common import db, kafka_offsets
 from services.common.consumer import EventConsumer, Route
 from services.common.metrics import ServiceMetrics
 from services.common.relay import OutboxRelay
@@ -48,6 +49,46 @@ class ServiceSpec:
     catch_up_before: dict[str, str] = field(default_factory=dict)
 
 
+class Drain:
+    """Counts records being handled; on shutdown new records are held and in-flight ones finish."""
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self.closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def handling(self) -> AsyncIterator[None]:
+        if self.closing:
+            await asyncio.Event().wait()  # never start new work while shutting down
+        self.inflight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self._idle.set()
+
+    async def close(self, grace_s: float) -> bool:
+        """True when all in-flight work finished within the grace period."""
+        self.closing = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+            return True
+        except TimeoutError:
+            return False
+
+
+@dataclass
+class Progress:
+    """Per-partition committed offsets seen by the lag monitor, and since when they stood still."""
+
+    last: dict[Any, tuple[int, float]] = field(default_factory=dict)
+    stalled: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class Runtime:
     """What the lifespan built; exposed on app.state for the HTTP surface."""
@@ -63,6 +104,8 @@ class Runtime:
     relay: OutboxRelay | None = None
     subscribers: list[Any] = field(default_factory=list)
     gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    drain: Drain = field(default_factory=lambda: Drain())
+    progress: Progress = field(default_factory=lambda: Progress())
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -116,15 +159,21 @@ async def _start(rt: Runtime) -> None:
     rt.broker = _build_broker(rt, consumer)
     for gated, watched in rt.spec.catch_up_before.items():
         consumer.gates[gated] = gate = asyncio.Event()
-        subscriber = next(s for s in rt.subscribers if watched in s.topic_names_for_subscribe)
-        rt.tasks.append(asyncio.create_task(_open_when_caught_up(subscriber, gate), name=f"catch-up-{watched}"))
+        rt.tasks.append(asyncio.create_task(_open_when_caught_up(rt, watched, gate), name=f"catch-up-{watched}"))
     rt.gates = consumer.gates
+    rt.tasks.append(asyncio.create_task(_watch_lag(rt), name=f"{rt.spec.name}-lag"))
     rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{rt.spec.name}-relay"))
     await _retry_forever("kafka consumers", rt.broker.start)
     log.info("%s service started (group %s)", rt.spec.name, group_id(rt.spec.name, rt.kafka))
 
 
 async def _stop(rt: Runtime) -> None:
+    # Let in-flight records finish (and commit) within the grace period; what does not finish
+    # is not committed, so the next start handles it again (the inbox makes that safe).
+    if not await rt.drain.close(rt.settings.shutdown_grace_s):
+        log.warning(
+            "shutdown grace of %ss ran out with %d record(s) in flight", rt.settings.shutdown_grace_s, rt.drain.inflight
+        )
     if rt.broker is not None:
         await rt.broker.stop()
     for task in rt.tasks:
@@ -157,29 +206,31 @@ def _build_broker(rt: Runtime, consumer: EventConsumer) -> KafkaBroker:
             decoder=_raw_bytes,
             max_poll_interval_ms=rt.settings.max_poll_interval_ms,
         )
-        subscriber(_handler(consumer))
+        subscriber(_handler(consumer, rt.drain))
         rt.subscribers.append(subscriber)
     return broker
 
 
-async def _open_when_caught_up(subscriber: Any, gate: asyncio.Event) -> None:
-    """Set `gate` once the subscriber's group has committed everything that existed at start."""
-    end: dict[Any, int] | None = None
+async def _open_when_caught_up(rt: Runtime, topic: str, gate: asyncio.Event) -> None:
+    """Set `gate` once this service's group has committed everything `topic` held at start-up.
+
+    Offsets are read for the whole group and every partition (not from one consumer's
+    assignment), so a rebalance while catching up cannot open the gate early.
+    """
+    group, bootstrap = group_id(rt.spec.name, rt.kafka), rt.kafka.bootstrap_servers
+    target: dict[int, int] | None = None
     while not gate.is_set():
-        await asyncio.sleep(0.2)
-        consumer = getattr(subscriber, "consumer", None)
-        assigned = consumer.assignment() if consumer is not None else set()
-        if not assigned:
-            continue
         try:
-            end = end or await consumer.end_offsets(list(assigned))
-            committed = {tp: (await consumer.committed(tp)) or 0 for tp in assigned}
+            target = target if target is not None else await kafka_offsets.end_offsets(bootstrap, topic)
+            committed = await kafka_offsets.committed_offsets(bootstrap, group, topic)
         except Exception as exc:  # broker hiccup: keep waiting
             log.debug("catch-up check failed: %s", exc)
-            continue
-        if all(committed[tp] >= end.get(tp, 0) for tp in assigned):
-            log.info("caught up with %s; releasing held records", sorted({tp.topic for tp in assigned}))
-            gate.set()
+        else:
+            if all(committed.get(p, 0) >= end for p, end in target.items()):
+                log.info("caught up with %s; releasing held records", topic)
+                gate.set()
+                return
+        await asyncio.sleep(0.5)
 
 
 def _consumer_topics(spec: ServiceSpec, topics: list[str]) -> list[list[str]]:
@@ -189,13 +240,14 @@ def _consumer_topics(spec: ServiceSpec, topics: list[str]) -> list[list[str]]:
     return [*separate, shared] if shared else separate
 
 
-def _handler(consumer: EventConsumer) -> Callable[..., Any]:
+def _handler(consumer: EventConsumer, drain: Drain) -> Callable[..., Any]:
     async def handle(body: bytes, msg: KafkaMessage) -> None:
-        await consumer.process(msg.raw_message)
-        try:
-            await msg.ack()
-        except Exception as exc:  # e.g. a commit refused during a rebalance: the inbox dedupes the redelivery
-            log.warning("offset commit failed: %s", exc)
+        async with drain.handling():
+            await consumer.process(msg.raw_message)
+            try:
+                await msg.ack()
+            except Exception as exc:  # e.g. a commit refused during a rebalance: the inbox dedupes the redelivery
+                log.warning("offset commit failed: %s", exc)
 
     return handle
 
@@ -255,6 +307,7 @@ async def _readiness(rt: Runtime) -> dict[str, str]:
     checks["relay"] = "ok" if rt.relay is not None and rt.relay.healthy else "failing"
     for topic, gate in rt.gates.items():
         checks[f"catch_up:{topic}"] = "ok" if gate.is_set() else "waiting"
+    checks["progress"] = "ok" if not rt.progress.stalled else "; ".join(rt.progress.stalled.values())
     return checks
 
 
@@ -263,6 +316,41 @@ async def _quiet(awaitable: Any) -> bool:
         return bool(await awaitable)
     except Exception:
         return False
+
+
+async def _watch_lag(rt: Runtime) -> None:
+    """Publish per-partition lag and flag partitions whose lag does not move for too long."""
+    while True:
+        await asyncio.sleep(rt.settings.lag_interval_s)
+        try:
+            await _measure_lag(rt, time.monotonic())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # broker away: readiness already says so
+            log.debug("lag check failed: %s", exc)
+
+
+async def _measure_lag(rt: Runtime, now: float) -> None:
+    group = group_id(rt.spec.name, rt.kafka)
+    stalled: dict[str, str] = {}
+    for subscriber in rt.subscribers:
+        consumer = getattr(subscriber, "consumer", None)
+        assigned = list(consumer.assignment()) if consumer is not None else []
+        if not assigned:
+            continue
+        ends = await consumer.end_offsets(assigned)
+        for tp in assigned:
+            committed = (await consumer.committed(tp)) or 0
+            lag = max(ends.get(tp, 0) - committed, 0)
+            rt.metrics.lag.labels(group, tp.topic, str(tp.partition)).set(lag)
+            previous, since = rt.progress.last.get(tp, (committed, now))
+            since = now if committed != previous or lag == 0 else since
+            rt.progress.last[tp] = (committed, since)
+            if lag > 0 and now - since >= rt.settings.stall_after_s:
+                stalled[f"{tp.topic}[{tp.partition}]"] = (
+                    f"{tp.topic}[{tp.partition}] stalled: lag {lag}, no progress for {now - since:.0f}s"
+                )
+    rt.progress.stalled = stalled
 
 
 async def _refresh_gauges(rt: Runtime) -> None:

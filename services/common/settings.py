@@ -56,8 +56,11 @@ class ServiceSettings(BaseSettings):
     http_port: int = 8080
     max_attempts: int = Field(default=3, ge=1, description="tries of a failing handler before its DLQ")
     max_poll_interval_ms: int = 300_000
-    max_record_bytes: int = Field(default=1_048_576, description="largest record the producer sends")
+    # = ops.kafka MAX_RECORD_BYTES + DLQ_HEADROOM_BYTES: the DLQ copy of the largest record a topic accepts.
+    max_record_bytes: int = Field(default=10_551_296, description="largest record produced or fetched")
     log_level: str = "INFO"
+    lag_interval_s: float = Field(default=5.0, gt=0, description="how often lag is measured")
+    stall_after_s: float = Field(default=60.0, gt=0, description="lag with no progress this long turns readiness red")
     shutdown_grace_s: int = Field(default=10, ge=1, description="seconds SIGTERM waits for in-flight work")
 
 

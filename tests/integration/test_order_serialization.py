@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ ROUNDS = 40
 @pytest.fixture(params=["postgres", "sqlite"])
 async def decision(request: pytest.FixtureRequest, infra, tmp_path: Path):  # type: ignore[no-untyped-def]
     if request.param == "postgres":
-        name = "so_test_serialization_decision"
+        name = f"so_test_serialization{os.environ.get('TEST_STACK_ID', '')}_decision"
         postgres.ensure_role_and_databases([])
         postgres.recreate_database(name)
         url = f"{infra.postgres_url}/{name}"

@@ -33,7 +33,11 @@ class TestGrant:
         [job] = bus.events(JOBS)
         assert (job["provider_id"], job["deductible_waived"], job["network"]) == ("P2", True, "in_network")
         [note] = bus.events("customer_notification.requested")
-        assert (note["reason_code"], note["disclosures"], note["customer_id"]) == ("conflicting_reports", [], "CUST-SO-1")
+        assert (note["reason_code"], note["disclosures"], note["customer_id"]) == (
+            "conflicting_reports",
+            [],
+            "CUST-SO-1",
+        )
 
     async def test_request_before_report_waits_then_is_granted(self, bus):
         await directory(bus)
@@ -57,8 +61,9 @@ class TestGrant:
 
     async def test_sp_grant_pays_the_call_fee_only(self, bus):
         attempts = {"manufacturer_hotline": "not_applicable", "second_technician_sent": True}
-        await granted_order(bus, source="service_provider", reason="provider_unable_to_determine_failure",
-                            provider_attempts=attempts)
+        await granted_order(
+            bus, source="service_provider", reason="provider_unable_to_determine_failure", provider_attempts=attempts
+        )
         assert [p["fee_type"] for p in bus.events(PAYOUTS)] == ["original_service_call"]
 
     async def test_same_company_different_technician(self, bus):
@@ -90,7 +95,9 @@ class TestCases:
     async def test_requests_waiting_for_a_report_are_decided_in_arrival_order(self, bus):
         await directory(bus)
         await bus.publish("second_opinion.requested", "SO-1", request("SO-1", "SO-1-J1", "R1"))
-        await bus.publish("second_opinion.requested", "SO-1", request("SO-1", "SO-1-J1", "R2", reason="suspected_lack_of_maintenance"))
+        await bus.publish(
+            "second_opinion.requested", "SO-1", request("SO-1", "SO-1-J1", "R2", reason="suspected_lack_of_maintenance")
+        )
         await bus.publish("service_report.received", "SO-1", report("SO-1", "SO-1-J1"))
         await bus.settle()
         assert [g["reason_code"] for g in bus.events(GRANTED)] == ["conflicting_reports"]
@@ -110,7 +117,10 @@ class TestApprovals:
         await bus.settle()
         [grant] = bus.events(GRANTED)
         assert grant["decided_by"] == {"id": "SUPERVISOR-7", "role": "supervisor"}
-        assert grant["customer_disclosures"] == ["no_charge_if_different_and_covered", "customer_pays_if_same_evaluation"]
+        assert grant["customer_disclosures"] == [
+            "no_charge_if_different_and_covered",
+            "customer_pays_if_same_evaluation",
+        ]
 
     async def test_approval_recorded_before_the_request_is_applied(self, bus):
         await directory(bus)
@@ -155,7 +165,11 @@ class TestSettlement:
         ],
     )
     async def test_second_report_concludes_and_settles(self, bus, source, diagnosis, outcome, payer, charge_reason):
-        extra = {"soft_no_delivered": True, "approved_by": {"id": "S", "role": "supervisor"}} if source == "customer" else {}
+        extra = (
+            {"soft_no_delivered": True, "approved_by": {"id": "S", "role": "supervisor"}}
+            if source == "customer"
+            else {}
+        )
         await granted_order(bus, source=source, **extra)
         [job] = bus.events(JOBS)
         second = report("SO-1", job["job_id"], provider_id="P2", diagnosis=diagnosis, fees=("95.00", "30.00"))
@@ -186,7 +200,9 @@ class TestSettlement:
         await granted_order(bus)
         [job] = bus.events(JOBS)
         await bus.publish("service_report.received", "SO-1", report("SO-1", job["job_id"]))
-        await bus.publish("service_report.received", "SO-1", report("SO-1", job["job_id"], event_id="other", diagnosis=COVERED))
+        await bus.publish(
+            "service_report.received", "SO-1", report("SO-1", job["job_id"], event_id="other", diagnosis=COVERED)
+        )
         await bus.settle()
         assert len(bus.events("second_opinion.concluded")) == 1
         assert len(bus.events(PAYOUTS, fee_type="second_opinion_visit")) == 1
@@ -204,7 +220,11 @@ class TestBadInput:
         decision = bus.services[0]
         topics = [d[0] for d in decision.dead_letters]
         assert topics == ["service_report.received.dlq"] * 3
-        assert [d[3]["x-error-class"] for d in decision.dead_letters] == [b"not_json", b"schema_invalid", b"card_number"]
+        assert [d[3]["x-error-class"] for d in decision.dead_letters] == [
+            b"not_json",
+            b"schema_invalid",
+            b"card_number",
+        ]
         assert decision.dead_letters[2][2] == b'{"notes": "card **** **** **** 1111"}'
         assert all(d[1] == b"SO-1" for d in decision.dead_letters)
         assert len(bus.events(GRANTED)) == 1

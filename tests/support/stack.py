@@ -24,7 +24,10 @@ from services.migrate import upgrade
 from services.ops import kafka, postgres, procs
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_PORTS = {"decision": 18081, "dispatch": 18082, "payout": 18083}
+# Two test sessions on one machine stay apart with TEST_STACK_ID (a short word) and TEST_PORT_BASE.
+STACK_ID = os.environ.get("TEST_STACK_ID", "")
+PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "18081"))
+TEST_PORTS = {svc: PORT_BASE + i for i, svc in enumerate(SERVICES)}
 
 
 @dataclass
@@ -124,9 +127,7 @@ class RunningService:
         if procs.tcp_open("127.0.0.1", self.port):
             raise RuntimeError(f"port {self.port} for the test {self.name} service is taken by another process")
         cmd = [sys.executable, "-m", "services.cli", "serve", self.name]
-        self.process = procs.start_detached(
-            cmd, pid_file=self.pid_file, log_file=self.log_file, env=self.env, cwd=ROOT
-        )
+        self.process = procs.start_detached(cmd, pid_file=self.pid_file, log_file=self.log_file, env=self.env, cwd=ROOT)
 
     def wait_ready(self, timeout: float = 90) -> None:
         alive = lambda: self.process.poll() is None  # noqa: E731
@@ -164,7 +165,7 @@ class TestStack:
 
 @contextlib.contextmanager
 def running_stack(infra: Infra, database: str, work_dir: Path) -> Iterator[TestStack]:
-    label = "pg" if database == "postgres" else "sqlite"
+    label = ("pg" if database == "postgres" else "sqlite") + (f"_{STACK_ID}" if STACK_ID else "")
     ks = KafkaSettings(bootstrap_servers=infra.bootstrap_servers)
     kafka.create_topics(ks)
     urls = create_databases(infra, database, label, work_dir)

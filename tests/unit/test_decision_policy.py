@@ -183,7 +183,9 @@ class TestPrecedence:
         assert decision.denial_code == "high_pricing"
 
     def test_missing_soft_no_wins_over_a_recorded_denial(self):
-        decision = decide(POLICY, customer(soft_no_delivered=False), PAID, approvals=[ApprovalFacts("deny", SUPERVISOR)])
+        decision = decide(
+            POLICY, customer(soft_no_delivered=False), PAID, approvals=[ApprovalFacts("deny", SUPERVISOR)]
+        )
         assert isinstance(decision, Denied)
         assert decision.denial_code == "soft_no_not_delivered"
 

@@ -41,9 +41,7 @@ REPORT_DLQ = "service_report.received.dlq"
 def rec(topic: str, value: Any, key: str | None = "SO-1", offset: int = 0, **kw: Any) -> Record:
     """A record whose value is JSON-encoded, unless it is already bytes (raw) or None."""
     raw = value if isinstance(value, bytes) or value is None else json.dumps(value).encode()
-    return Record(
-        topic, kw.get("partition", 0), offset, key and key.encode(), raw, kw.get("headers", ())
-    )
+    return Record(topic, kw.get("partition", 0), offset, key and key.encode(), raw, kw.get("headers", ()))
 
 
 def dlq(origin_offset: int, offset: int, key: str = "SO-1", value: bytes = b"{not json") -> Record:
@@ -259,9 +257,7 @@ SO1 = {"service_order_id": "SO-1"}
         ([granted("e1", source="x")], {"source": "customer"}, 0, False),
     ],
 )
-def test_count_expectation(
-    records: list[Record], match: dict[str, Any], count: int, failed: bool
-) -> None:
+def test_count_expectation(records: list[Record], match: dict[str, Any], count: int, failed: bool) -> None:
     failures = evaluate([Expectation(GRANTED, match, count)], [], records, ["SO-1"])
     assert bool(failures) is failed
 

@@ -148,9 +148,7 @@ def test_mix_covers_every_outcome_and_delivery_quirk(plan: Plan) -> None:
     }
     assert expected <= outcomes
     assert {o.intended.network for o in plan.orders} == {None, "in_network", "out_of_network"}
-    tags = {
-        t.split(":")[0] if t.startswith("duplicate") else t for o in plan.orders for t in o.tags
-    }
+    tags = {t.split(":")[0] if t.startswith("duplicate") else t for o in plan.orders for t in o.tags}
     for tag in (
         "request_before_report",
         "duplicate",
@@ -165,10 +163,7 @@ def test_mix_covers_every_outcome_and_delivery_quirk(plan: Plan) -> None:
     ):
         assert tag in tags, tag
     assert any(_primary(o).get("prefer_same_company_different_technician") for o in plan.orders)
-    assert any(
-        _primary(o)["source"] == "customer" and "soft_no_delivered" not in _primary(o)
-        for o in plan.orders
-    )
+    assert any(_primary(o)["source"] == "customer" and "soft_no_delivered" not in _primary(o) for o in plan.orders)
     dispatched = [o for o in plan.orders if o.intended.network]
     eligible = [o for o in dispatched if "second_request_while_open" not in o.tags]
     share = sum(o.second_report is not None for o in eligible) / len(eligible)
@@ -379,9 +374,7 @@ INTENDED = {
 }
 
 
-@pytest.mark.parametrize(
-    ("requests", "market", "second", "expected"), INTENDED.values(), ids=list(INTENDED)
-)
+@pytest.mark.parametrize(("requests", "market", "second", "expected"), INTENDED.values(), ids=list(INTENDED))
 def test_intended_outcome_follows_the_rules(
     requests: tuple[Request, ...], market: Market, second: SecondVisit | None, expected: tuple
 ) -> None:
@@ -430,9 +423,7 @@ class PerfectStack:
             "service_order_id": order_id,
             **fields,
         }
-        record = Record.parse(
-            topic, 0, len(self.records), order_id.encode(), json.dumps(value).encode()
-        )
+        record = Record.parse(topic, 0, len(self.records), order_id.encode(), json.dumps(value).encode())
         self.records.append(record)
         return record
 
@@ -440,9 +431,7 @@ class PerfectStack:
         oid, i, req = order.order_id, order.intended, _primary(order)
         decision = {"source": req["source"], "reason_code": req["reason_code"]}
         for n, code in enumerate(i.denials):
-            self.emit(
-                v1.SECOND_OPINION_DENIED, oid, case_id=f"{oid}-d{n}", denial_code=code, **decision
-            )
+            self.emit(v1.SECOND_OPINION_DENIED, oid, case_id=f"{oid}-d{n}", denial_code=code, **decision)
         for category in i.feedback:
             self.emit(v1.PROVIDER_FEEDBACK_RECORDED, oid, case_id=f"{oid}-d0", category=category)
         case = f"{oid}-c"
@@ -452,9 +441,7 @@ class PerfectStack:
             job = f"{oid}-new" if fee == "second_opinion_visit" else f"{oid}-orig"
             self.emit(v1.PAYOUT_ISSUED, oid, case_id=case, job_id=job, fee_type=fee, amount=amount)
         if i.network:
-            self.emit(
-                v1.SERVICE_JOB_CREATED, oid, case_id=case, job_id=f"{oid}-new", network=i.network
-            )
+            self.emit(v1.SERVICE_JOB_CREATED, oid, case_id=case, job_id=f"{oid}-new", network=i.network)
             self.emit(v1.CUSTOMER_NOTIFICATION_REQUESTED, oid, case_id=case, disclosures=[])
         if i.outcome == UNASSIGNED:
             self.emit(v1.DISPATCH_UNASSIGNED, oid, case_id=case, reason="no_eligible_provider")
@@ -487,15 +474,11 @@ def small_plan() -> Plan:
 
 def test_summary_reconciles_a_perfect_run(small_plan: Plan) -> None:
     foreign = generate(7, 3, OTHER_RUN)
-    summary = build_summary(
-        small_plan, PerfectStack(small_plan).records + PerfectStack(foreign).records
-    )
+    summary = build_summary(small_plan, PerfectStack(small_plan).records + PerfectStack(foreign).records)
     assert summary["ok"], [r for r in summary["reconciliation"] if not r["accounted"]]
     assert summary["accounted"] == len(small_plan.orders)
     assert set(summary["duplicates"].values()) == {0}
-    assert sum(summary["dlq"].values()) == sum(
-        n for o in small_plan.orders for _, n in o.intended.dlq
-    )
+    assert sum(summary["dlq"].values()) == sum(n for o in small_plan.orders for _, n in o.intended.dlq)
     granted = sum(r["granted"] for r in summary["decisions"]["by_source_reason"])
     assert granted == sum(bool(o.intended.payouts) for o in small_plan.orders)
     json.dumps(summary)
@@ -534,17 +517,9 @@ def test_summary_treats_a_redelivered_record_as_harmless(small_plan: Plan) -> No
 def test_summary_flags_an_unmasked_card_number_in_a_dlq(small_plan: Plan) -> None:
     order = next(o for o in small_plan.orders if "bad:card_number" in o.tags)
     bad = next(m for m in order.messages if m.bad)
-    records = [
-        r for r in PerfectStack(small_plan).records if not (r.is_dlq and r.key == order.order_id)
-    ]
-    records.append(
-        Record.parse(v1.dlq_topic(bad.topic), 0, 0, order.order_id.encode(), bad.payload())
-    )
-    row = next(
-        r
-        for r in build_summary(small_plan, records)["reconciliation"]
-        if r["order_id"] == order.order_id
-    )
+    records = [r for r in PerfectStack(small_plan).records if not (r.is_dlq and r.key == order.order_id)]
+    records.append(Record.parse(v1.dlq_topic(bad.topic), 0, 0, order.order_id.encode(), bad.payload()))
+    row = next(r for r in build_summary(small_plan, records)["reconciliation"] if r["order_id"] == order.order_id)
     assert not row["accounted"] and "pan_leaks" in row["problems"][0]
 
 
@@ -557,9 +532,7 @@ def test_collector_answers_the_first_job_with_the_planned_report(plan: Plan) -> 
         "job_id": "JOB-N",
         "provider_id": "SP-N",
     }
-    record = Record.parse(
-        v1.SERVICE_JOB_CREATED, 0, 0, order.order_id.encode(), json.dumps(job).encode()
-    )
+    record = Record.parse(v1.SERVICE_JOB_CREATED, 0, 0, order.order_id.encode(), json.dumps(job).encode())
     assert [m.value["service_job_id"] for m in collector.add(record)][:1] == ["JOB-N"]
     assert collector.add(replace(record, offset=1)) == []
     stranger = Record.parse(v1.SERVICE_JOB_CREATED, 0, 2, b"SO-elsewhere", json.dumps(job).encode())

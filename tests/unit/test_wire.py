@@ -44,7 +44,8 @@ def with_(path: str, value: object) -> bytes:
 
 class TestCardNumbers:
     @pytest.mark.parametrize(
-        "text", ["4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111", "5500005555555559", "378282246310005"]
+        "text",
+        ["4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111", "5500005555555559", "378282246310005"],
     )
     def test_luhn_valid_runs_are_card_numbers(self, text):
         assert contains_card_number(f'{{"notes": "card {text} given"}}'.encode())
@@ -92,8 +93,12 @@ class TestDecode:
     def test_optional_request_fields_default_to_not_done(self):
         raw = json.dumps(
             {
-                "event_id": "r1", "occurred_at": "2026-11-03T10:00:00-05:00", "service_order_id": "SO-1",
-                "service_job_id": "J-1", "source": "customer", "reason_code": "conflicting_reports",
+                "event_id": "r1",
+                "occurred_at": "2026-11-03T10:00:00-05:00",
+                "service_order_id": "SO-1",
+                "service_job_id": "J-1",
+                "source": "customer",
+                "reason_code": "conflicting_reports",
                 "requested_by": {"id": "C", "role": "customer"},
             }
         ).encode()
@@ -102,7 +107,9 @@ class TestDecode:
 
 
 class TestMoney:
-    @pytest.mark.parametrize(("text", "cents"), [("0.00", 0), ("89.00", 8900), ("0.10", 10), ("123456789.99", 12345678999)])
+    @pytest.mark.parametrize(
+        ("text", "cents"), [("0.00", 0), ("89.00", 8900), ("0.10", 10), ("123456789.99", 12345678999)]
+    )
     def test_round_trip_is_exact(self, text, cents):
         assert to_cents(text) == cents
         assert to_str(cents) == text
