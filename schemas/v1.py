@@ -7,9 +7,8 @@ rejected so that the consumer can dead-letter the record instead of guessing.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 from datetime import datetime
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, field_serializer
 
@@ -301,4 +300,3 @@ ALL_TOPICS: tuple[str, ...] = TOPICS + DLQ_TOPICS
 
 def dlq_topic(topic: str) -> str:
     return topic + DLQ_SUFFIX
-

@@ -13,6 +13,7 @@ _COMMAND_MODULES = (
     "services.serve",
     "services.scenario.commands",
     "services.simulate.commands",
+    "services.operator_tools.commands",
 )
 
 

@@ -25,7 +25,13 @@ def serve(args: argparse.Namespace) -> int:
     if args.migrate:
         migrate_service(args.service)
     app = create_app(load_spec(args.service), settings)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    )
     return 0
 
 

@@ -13,4 +13,4 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         ceiling = min(self.cap_s, self.base_s * (2 ** min(attempt, 16)))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+        return random.uniform(ceiling / 2, ceiling)

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -193,10 +193,24 @@ async def _raw_bytes(msg: Any) -> bytes:
     return msg.body
 
 
+async def _tolerant_parser(record: Any, parse: Callable[[Any], Any]) -> Any:
+    # FastStream decodes every header value as UTF-8; one that is not (or a null one) makes it log
+    # the error and drop the record, whose offset a later commit then passes: silently skipped.
+    # The runtime reads no headers, so undecodable bytes become U+FFFD and the record is handled.
+    try:
+        return await parse(record)
+    except (UnicodeDecodeError, AttributeError):
+        headers = [(k, (v or b"").decode("utf-8", "replace").encode()) for k, v in record.headers]
+        return await parse(replace(record, headers=headers))
+
+
 def _build_broker(rt: Runtime, consumer: EventConsumer) -> KafkaBroker:
     broker_log = logging.getLogger(f"faststream.{rt.spec.name}")
     broker_log.setLevel(logging.WARNING)  # one line per message is noise; errors still show
-    broker = KafkaBroker(rt.kafka.bootstrap_servers, logger=broker_log)
+    # graceful_timeout=None: Drain already waited the configured grace. FastStream's own wait
+    # (15 s by default) would add to it, hang on records Drain holds, and let work still in
+    # flight after the grace period finish and commit.
+    broker = KafkaBroker(rt.kafka.bootstrap_servers, logger=broker_log, graceful_timeout=None)
     for topics in _consumer_topics(rt.spec, list(consumer.routes)):
         subscriber = broker.subscriber(
             *topics,
@@ -204,7 +218,12 @@ def _build_broker(rt: Runtime, consumer: EventConsumer) -> KafkaBroker:
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             decoder=_raw_bytes,
+            parser=_tolerant_parser,
             max_poll_interval_ms=rt.settings.max_poll_interval_ms,
+            # A record up to the topics' limit comes whole in any fetch, not only when its partition
+            # happens to lead the response (the broker's one-oversized-batch allowance); the 50 MiB
+            # default fetch_max_bytes already exceeds it.
+            max_partition_fetch_bytes=rt.settings.max_record_bytes,
         )
         subscriber(_handler(consumer, rt.drain))
         rt.subscribers.append(subscriber)

@@ -1,9 +1,10 @@
-"""Tables every service owns a copy of: the inbox (consumed events) and the outbox (events to send)."""
+"""Tables every service owns a copy of: inbox (consumed events), outbox (events to send), operator actions."""
 
 from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -58,4 +59,24 @@ def outbox_table(metadata: MetaData) -> Table:
         UniqueConstraint("event_id"),
     )
     Index("ix_outbox_unpublished", table.c.published_at, table.c.id)
+    return table
+
+
+def operator_action_table(metadata: MetaData) -> Table:
+    """Who replayed or redrove what, when, with which plan and result (JSON texts): the audit trail."""
+    table = Table(
+        "operator_action",
+        metadata,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("operator", String(200), nullable=False),
+        Column("command", String(50), nullable=False),  # replay | dlq redrive
+        Column("dry_run", Boolean, nullable=False),
+        Column("status", String(20), nullable=False),  # planned | running | completed | failed
+        Column("parameters", Text, nullable=False),
+        Column("plan", Text, nullable=False),
+        Column("result", Text, nullable=True),
+        Column("started_at", DateTime(timezone=True), nullable=False),
+        Column("finished_at", DateTime(timezone=True), nullable=True),
+    )
+    Index("ix_operator_action_started_at", table.c.started_at)
     return table

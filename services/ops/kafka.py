@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
-from schemas.v1 import ALL_TOPICS, SERVICE_PROVIDER_UPDATED
+from schemas.v1 import ALL_TOPICS, DLQ_SUFFIX, SERVICE_PROVIDER_UPDATED
 from services.common.settings import KafkaSettings, StackSettings
 from services.ops import procs
 from services.ops.procs import OpsError
@@ -30,6 +30,11 @@ PID_MARKER = "kafka.Kafka"  # in the broker's command line; guards against a rec
 _TOPIC_ALREADY_EXISTS = 36
 # Provider updates are "latest state per provider_id": compaction keeps the last one per key.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {SERVICE_PROVIDER_UPDATED: {"cleanup.policy": "compact"}}
+# Every topic accepts records up to 10 MiB (the broker default is 1 MiB) so that an oversized record
+# is consumed and dead-lettered, not stuck. DLQs get headroom for the headers a DLQ copy adds, so the
+# copy of the largest accepted record always fits (ServiceSettings.max_record_bytes is their sum).
+MAX_RECORD_BYTES = 10 * 1024 * 1024
+DLQ_HEADROOM_BYTES = 64 * 1024
 
 T = TypeVar("T")
 
@@ -258,7 +263,7 @@ async def _create_topics(ks: KafkaSettings, topics: list[str]) -> list[str]:
             _raise_topic_errors(response.topic_errors)
             # Wait for the metadata so a consumer started right after finds every partition.
             await _wait_topics_visible(admin, missing)
-        await _fix_compaction(admin, [t for t in topics if t in TOPIC_CONFIGS and t in existing])
+        await _fix_configs(admin, [t for t in topics if t in existing])
         _warn_partitions(ks, await _counts(admin, [t for t in topics if t in existing]))
     if missing:
         print(f"kafka: created {len(missing)} topics ({ks.partitions} partitions each)")
@@ -266,10 +271,14 @@ async def _create_topics(ks: KafkaSettings, topics: list[str]) -> list[str]:
     return missing
 
 
+def topic_configs(topic: str) -> dict[str, str]:
+    """The configuration the project gives `topic` (and brings an existing one to)."""
+    limit = MAX_RECORD_BYTES + (DLQ_HEADROOM_BYTES if topic.endswith(DLQ_SUFFIX) else 0)
+    return {"max.message.bytes": str(limit), **TOPIC_CONFIGS.get(topic, {})}
+
+
 def _new_topic(ks: KafkaSettings, topic: str) -> NewTopic:
-    return NewTopic(
-        topic, ks.partitions, ks.replication_factor, topic_configs=TOPIC_CONFIGS.get(topic)
-    )
+    return NewTopic(topic, ks.partitions, ks.replication_factor, topic_configs=topic_configs(topic))
 
 
 def _raise_topic_errors(topic_errors: list[tuple[Any, ...]]) -> None:
@@ -297,10 +306,11 @@ async def _wait_topics_visible(admin: AIOKafkaAdminClient, topics: list[str]) ->
     raise OpsError(f"topics created but not visible in metadata after 30s: {topics}")
 
 
-async def _fix_compaction(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
-    # Only ever set here, so a plain (non-incremental) AlterConfigs loses nothing.
+async def _fix_configs(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
+    # Only ever set here, and `wanted` holds every override, so a plain (non-incremental)
+    # AlterConfigs loses nothing.
     for topic in topics:
-        wanted = TOPIC_CONFIGS[topic]
+        wanted = topic_configs(topic)
         current = await _config_of(admin, topic)
         if any(current.get(k) != v for k, v in wanted.items()):
             print(f"kafka: setting {wanted} on existing topic {topic}")

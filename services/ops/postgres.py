@@ -237,9 +237,7 @@ def _run(cmd: list[str], *, check: bool = True) -> str:
     # open, which would hang us waiting for EOF. cwd=/ because the postgres user may not be
     # allowed into ours. New session: the server must not get our Ctrl-C.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        result = subprocess.run(
-            cmd, stdout=out, stderr=err, cwd="/", start_new_session=True, check=False
-        )
+        result = subprocess.run(cmd, stdout=out, stderr=err, cwd="/", start_new_session=True, check=False)
         out.seek(0)
         err.seek(0)
         text, errors = (f.read().decode(errors="replace") for f in (out, err))

@@ -81,9 +81,7 @@ def read_pid(pid_file: Path, marker: str | None = None) -> int | None:
     return pid
 
 
-def stop_pid_file(
-    pid_file: Path, name: str, *, marker: str | None = None, timeout: float = 30.0
-) -> bool:
+def stop_pid_file(pid_file: Path, name: str, *, marker: str | None = None, timeout: float = 30.0) -> bool:
     """SIGTERM the process (group) in pid_file, SIGKILL after `timeout`; True if one was running."""
     pid = read_pid(pid_file, marker)
     if pid is None:

@@ -53,9 +53,7 @@ def database_url(st: StackSettings, svc: str, database: Database) -> str:
     return f"sqlite+aiosqlite:///{st.data_dir.resolve() / f'{svc}.db'}"
 
 
-def service_env(
-    st: StackSettings, ks: KafkaSettings, svc: str, database: Database
-) -> dict[str, str]:
+def service_env(st: StackSettings, ks: KafkaSettings, svc: str, database: Database) -> dict[str, str]:
     """The variables that point one service at this stack (merge over os.environ to use)."""
     prefix = svc.upper()
     return {
@@ -100,9 +98,7 @@ def _check_same_database(st: StackSettings, database: Database) -> None:
         )
 
 
-def _up_services(
-    st: StackSettings, ks: KafkaSettings, database: Database, state: dict[str, Any]
-) -> None:
+def _up_services(st: StackSettings, ks: KafkaSettings, database: Database, state: dict[str, Any]) -> None:
     """Migrate, launch, then wait: each phase runs for all services at once, because every
     service spends most of its start-up waiting (imports, consumer-group rebalances)."""
     running = {s: pid for s in SERVICES if (pid := procs.read_pid(pid_file(st, s), _marker(s)))}
@@ -125,9 +121,7 @@ def _up_services(
         _wait_ready(st, svc, http_port(svc), alive[svc])
 
 
-def _child_env(
-    st: StackSettings, ks: KafkaSettings, svc: str, database: Database
-) -> dict[str, str]:
+def _child_env(st: StackSettings, ks: KafkaSettings, svc: str, database: Database) -> dict[str, str]:
     env = {**os.environ, **service_env(st, ks, svc, database)}
     # Unbuffered, so the log tail we show on failure is what the service really printed last.
     env["PYTHONUNBUFFERED"] = "1"
@@ -143,9 +137,7 @@ def _launch(st: StackSettings, svc: str, env: dict[str, str]) -> subprocess.Pope
     if procs.tcp_open("127.0.0.1", port):
         raise OpsError(f"{svc}: port {port} is already in use by another process")
     cmd = [sys.executable, "-m", "services.cli", "serve", svc]
-    proc = procs.start_detached(
-        cmd, pid_file=pid_file(st, svc), log_file=log_file(st, svc), env=env, cwd=ROOT
-    )
+    proc = procs.start_detached(cmd, pid_file=pid_file(st, svc), log_file=log_file(st, svc), env=env, cwd=ROOT)
     print(f"{svc}: started pid {proc.pid} on port {port}, log {log_file(st, svc)}")
     return proc
 
@@ -164,15 +156,12 @@ def _migrate(svc: str, env: dict[str, str]) -> str | None:
     """Run `second-opinion migrate <svc>`; the error text if it failed."""
     cmd = [sys.executable, "-m", "services.cli", "migrate", svc]
     try:
-        result = subprocess.run(
-            cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=MIGRATE_TIMEOUT
-        )
+        result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=MIGRATE_TIMEOUT)
     except subprocess.TimeoutExpired:
         return f"{svc}: migrate did not finish within {MIGRATE_TIMEOUT:.0f}s"
     if result.returncode != 0:
         return (
-            f"{svc}: `second-opinion migrate {svc}` failed (exit {result.returncode}):\n"
-            f"{result.stdout}{result.stderr}"
+            f"{svc}: `second-opinion migrate {svc}` failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
         )
     return None
 

@@ -25,9 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Publish each scenario's steps, then check its expectations (DESIGN.md §4).",
     )
     run.add_argument("paths", nargs="+", metavar="PATH", help="scenario file or directory")
-    run.add_argument(
-        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
-    )
+    run.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
     run.add_argument("--timeout", type=float, default=60.0, help="seconds for expectations to hold")
     run.add_argument("--json-report", type=Path, metavar="PATH", help="also write results as JSON")
     run.add_argument(
@@ -42,9 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--provider-group",
         help="group that must consume provider updates first (default: the dispatch group)",
     )
-    run.add_argument(
-        "--no-provider-wait", action="store_true", help="do not wait for provider updates"
-    )
+    run.add_argument("--no-provider-wait", action="store_true", help="do not wait for provider updates")
     run.set_defaults(func=lambda args: asyncio.run(_run(args)))
 
 

@@ -35,9 +35,7 @@ class Publisher:
     """Idempotent, acks=all: a retried send never doubles a step, so counts stay exact."""
 
     def __init__(self, bootstrap_servers: str) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, enable_idempotence=True, acks="all"
-        )
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True, acks="all")
 
     async def start(self) -> None:
         await self._producer.start()
@@ -88,9 +86,7 @@ class Offsets:
     async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         return await self._consumer.beginning_offsets(tps) if tps else {}
 
-    async def committed(
-        self, group: str, tps: list[TopicPartition] | None = None
-    ) -> dict[TopicPartition, int]:
+    async def committed(self, group: str, tps: list[TopicPartition] | None = None) -> dict[TopicPartition, int]:
         """The group's committed offsets (the next offset it will read); absent when none."""
         offsets = await self._admin.list_consumer_group_offsets(group, partitions=tps)
         return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}

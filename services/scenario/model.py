@@ -155,9 +155,7 @@ def matching(records: Iterable[Record], topic: str, match: Mapping[str, Any]) ->
     return [r for r in records if r.topic == topic and record_matches(r, match)]
 
 
-def first_match(
-    records: Iterable[Record], topic: str, match: Mapping[str, Any], keys: Iterable[str]
-) -> Record | None:
+def first_match(records: Iterable[Record], topic: str, match: Mapping[str, Any], keys: Iterable[str]) -> Record | None:
     return next(iter(matching(scoped(records, keys), topic, match)), None)
 
 
@@ -265,9 +263,7 @@ def _describe_dlq(record: Record) -> str:
     return f"origin={_dlq_origin(record)} error={compact(error, 120)}"
 
 
-def differences(
-    pattern: Mapping[str, Any], actual: Mapping[str, Any], prefix: str = ""
-) -> list[str]:
+def differences(pattern: Mapping[str, Any], actual: Mapping[str, Any], prefix: str = "") -> list[str]:
     """`path: want X, got Y` for each field of `pattern` that `actual` does not match."""
     out: list[str] = []
     for key, want in pattern.items():

@@ -88,9 +88,7 @@ async def run_scenario_file(
     failures, warnings = await run.execute()
     elapsed = time.monotonic() - started
     passed = not failures
-    return ScenarioResult(
-        scenario.name, str(path), token, passed, elapsed, failures, warnings, run.records_seen
-    )
+    return ScenarioResult(scenario.name, str(path), token, passed, elapsed, failures, warnings, run.records_seen)
 
 
 class _ScenarioRun:
@@ -113,9 +111,7 @@ class _ScenarioRun:
                 self.records_seen = len(scoped(self.collector.records, self.keys))
                 await self.collector.stop()
         except Exception as exc:
-            return [
-                Failure("error", None, "the run to complete", f"{type(exc).__name__}: {exc}")
-            ], []
+            return [Failure("error", None, "the run to complete", f"{type(exc).__name__}: {exc}")], []
 
     async def _start_collector(self) -> None:
         # Note where every topic ends before the first send: outputs are read from there on.
@@ -130,11 +126,7 @@ class _ScenarioRun:
 
     async def _step(self, step: PublishStep | AwaitStep) -> Failure | None:
         is_provider = isinstance(step, PublishStep) and step.topic == self.settings.provider_topic
-        if (
-            not is_provider
-            and self.pending_providers
-            and (failure := await self._wait_for_providers())
-        ):
+        if not is_provider and self.pending_providers and (failure := await self._wait_for_providers()):
             return failure
         if isinstance(step, AwaitStep):
             return await self._await(step)
@@ -191,9 +183,7 @@ class _ScenarioRun:
         mine = [r for r in scoped(self.collector.records, self.keys) if r.topic == step.topic]
         expected = f"an event matching {compact(step.match)} within {step.timeout_s:g}s"
         details = tuple(describe(r, step.match) for r in mine[:10])
-        return Failure(
-            "await", step.topic, expected, f"{len(mine)} record(s) of the scenario", details
-        )
+        return Failure("await", step.topic, expected, f"{len(mine)} record(s) of the scenario", details)
 
     async def _final_check(self) -> tuple[list[Failure], list[str]]:
         """Wait for the expectations, let every group drain, wait a little more, judge again."""
@@ -242,9 +232,7 @@ class _ScenarioRun:
         targets = await self.io.offsets.end_offsets(self.collector.partitions)
         if await _wait_until(lambda: self.collector.caught_up(targets), self.settings.catch_up_s):
             return []
-        return [
-            f"collector did not reach the end of the topics within {self.settings.catch_up_s:g}s"
-        ]
+        return [f"collector did not reach the end of the topics within {self.settings.catch_up_s:g}s"]
 
 
 async def _wait_until(condition: Callable[[], Awaitable[bool]], timeout_s: float) -> bool:

@@ -73,9 +73,7 @@ def parse_scenario(data: Any, default_name: str, topics: Collection[str]) -> Sce
     """Check the whole file up front, so a typo fails before anything is published."""
     _require(isinstance(data, dict), "top level", "must be an object")
     steps = tuple(_parse_step(s, f"steps[{i}]", topics) for i, s in enumerate(_list(data, "steps")))
-    expect = tuple(
-        _parse_expectation(e, f"expect[{i}]", topics) for i, e in enumerate(_list(data, "expect"))
-    )
+    expect = tuple(_parse_expectation(e, f"expect[{i}]", topics) for i, e in enumerate(_list(data, "expect")))
     absent = tuple(_topic(t, f"absent[{i}]", topics) for i, t in enumerate(_list(data, "absent")))
     name = data.get("name", default_name)
     _require(isinstance(name, str) and name != "", "name", "must be a non-empty string")
@@ -104,9 +102,7 @@ def _parse_await(raw: Any, where: str, topics: Collection[str]) -> AwaitStep:
     bind = raw.get("bind", {})
     _require(isinstance(bind, dict), f"{where}.bind", "must be an object")
     for name, path in bind.items():
-        _require(
-            _NAME.fullmatch(name) is not None and name != RUN, f"{where}.bind", f"bad name {name!r}"
-        )
+        _require(_NAME.fullmatch(name) is not None and name != RUN, f"{where}.bind", f"bad name {name!r}")
         _require(isinstance(path, str) and path != "", f"{where}.bind.{name}", "must name a field")
     timeout = raw.get("timeout_s", DEFAULT_AWAIT_TIMEOUT_S)
     _require(_is_number(timeout) and timeout > 0, f"{where}.timeout_s", "must be a positive number")
@@ -120,9 +116,7 @@ def _parse_expectation(raw: Any, where: str, topics: Collection[str]) -> Expecta
     count = raw.get("count", DEFAULT_COUNT)
     ok = isinstance(count, int) and not isinstance(count, bool) and count >= 0
     _require(ok, f"{where}.count", "must be an integer >= 0")
-    return Expectation(
-        _topic(raw.get("topic"), f"{where}.topic", topics), _match(raw, where), count
-    )
+    return Expectation(_topic(raw.get("topic"), f"{where}.topic", topics), _match(raw, where), count)
 
 
 def _check_binds_before_use(scenario: Scenario) -> None:
@@ -136,10 +130,7 @@ def _check_binds_before_use(scenario: Scenario) -> None:
 
 
 def _names_in(step: Step) -> set[str]:
-    if isinstance(step, AwaitStep):
-        text = json.dumps(step.match)
-    else:
-        text = json.dumps([step.key, step.value, step.raw])
+    text = json.dumps(step.match) if isinstance(step, AwaitStep) else json.dumps([step.key, step.value, step.raw])
     return set(PLACEHOLDER.findall(text))
 
 
@@ -157,9 +148,7 @@ def _match(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def _topic(value: Any, where: str, topics: Collection[str]) -> str:
     _require(isinstance(value, str), where, "must be a topic name")
-    _require(
-        value in topics, where, f"unknown topic {value!r} (the runner reads {len(topics)} topics)"
-    )
+    _require(value in topics, where, f"unknown topic {value!r} (the runner reads {len(topics)} topics)")
     return value
 
 

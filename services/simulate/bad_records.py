@@ -63,9 +63,7 @@ def bad_record(kind: str, report: Value, request: Value, naive_at: str) -> tuple
     """
     event_id = report["event_id"].removesuffix("-rpt") + "-bad"
     job_x = report["service_job_id"].rsplit("-", 1)[0] + "-x"
-    return BUILDERS[kind](
-        {**report, "event_id": event_id, "service_job_id": job_x}, request, naive_at
-    )
+    return BUILDERS[kind]({**report, "event_id": event_id, "service_job_id": job_x}, request, naive_at)
 
 
 def _json(value: Value) -> bytes:

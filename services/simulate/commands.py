@@ -27,12 +27,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="Kafka bootstrap servers (default KAFKA_BOOTSTRAP_SERVERS)",
     )
-    parser.add_argument(
-        "--timeout", type=float, default=180.0, help="seconds to wait for orders to settle (180)"
-    )
-    parser.add_argument(
-        "--report", type=Path, default=None, help="JSON report (default .run/simulate-report.json)"
-    )
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for orders to settle (180)")
+    parser.add_argument("--report", type=Path, default=None, help="JSON report (default .run/simulate-report.json)")
     parser.set_defaults(func=_run)
 
 

@@ -96,9 +96,7 @@ def _different(rng: random.Random, trade: str, first: dict[str, Any]) -> dict[st
     return dict(NOT_FOUND)
 
 
-def second_diagnosis(
-    rng: random.Random, trade: str, first: dict[str, Any], same: bool
-) -> dict[str, Any]:
+def second_diagnosis(rng: random.Random, trade: str, first: dict[str, Any], same: bool) -> dict[str, Any]:
     if same:
         return {**first, "component": _recased(first["component"], rng)}
     for _ in range(10):

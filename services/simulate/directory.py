@@ -62,15 +62,10 @@ def zip_code(base: str, run: str) -> str:
 
 
 def _technicians(rng: random.Random, provider_id: str, count: int) -> list[dict[str, Any]]:
-    return [
-        {"technician_id": f"{provider_id}-T{n}", "senior": rng.random() < 0.3}
-        for n in range(1, count + 1)
-    ]
+    return [{"technician_id": f"{provider_id}-T{n}", "senior": rng.random() < 0.3} for n in range(1, count + 1)]
 
 
-def _provider(
-    rng: random.Random, run: str, number: int, trade: str, **fields: Any
-) -> dict[str, Any]:
+def _provider(rng: random.Random, run: str, number: int, trade: str, **fields: Any) -> dict[str, Any]:
     provider_id = f"SP-{run}-{number:02d}"
     techs = fields.pop("technicians", rng.randint(1, 4))
     return {
@@ -120,9 +115,7 @@ def _fill_metro(rng: random.Random, run: str, providers: list[dict[str, Any]]) -
 
 def _rural(rng: random.Random, run: str, first_number: int) -> list[dict[str, Any]]:
     providers = []
-    for offset, (zip_index, trade, network, accepts, active, rating, techs) in enumerate(
-        RURAL_MARKET
-    ):
+    for offset, (zip_index, trade, network, accepts, active, rating, techs) in enumerate(RURAL_MARKET):
         fields = {
             "zips": [zip_code(RURAL_ZIPS[zip_index], run)],
             "in_network": network,

@@ -53,9 +53,7 @@ def generate(seed: int, orders: int, run: str) -> Plan:
         raise ValueError(f"orders must be between 1 and {MAX_ORDERS}")
     providers = build_directory(seed, run)
     bad = bad_record_orders(seed, orders)
-    built = tuple(
-        order_builder.build(seed, run, index, providers, bad.get(index)) for index in range(orders)
-    )
+    built = tuple(order_builder.build(seed, run, index, providers, bad.get(index)) for index in range(orders))
     return Plan(seed, run, providers, built)
 
 

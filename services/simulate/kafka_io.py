@@ -104,9 +104,7 @@ def high_water(sent: Iterable[RecordMetadata]) -> dict[TopicPartition, int]:
     return marks
 
 
-async def group_caught_up(
-    admin: AIOKafkaAdminClient, group: str, marks: Mapping[TopicPartition, int]
-) -> bool:
+async def group_caught_up(admin: AIOKafkaAdminClient, group: str, marks: Mapping[TopicPartition, int]) -> bool:
     committed = await admin.list_consumer_group_offsets(group, partitions=list(marks))
     return all(tp in committed and committed[tp].offset >= end for tp, end in marks.items())
 

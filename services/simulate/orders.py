@@ -87,9 +87,7 @@ class OrderDraft:
         return intend(facts_from_messages(self.messages, self.market, second))
 
 
-def start(
-    rng: random.Random, run: str, index: int, providers: Sequence[Mapping[str, Any]]
-) -> OrderDraft:
+def start(rng: random.Random, run: str, index: int, providers: Sequence[Mapping[str, Any]]) -> OrderDraft:
     """Pick the original job's company (bigger companies get more jobs), technician and zip."""
     active = [p for p in providers if p["active"]]
     provider = rng.choices(active, [len(p["technicians"]) for p in active])[0]
@@ -160,9 +158,7 @@ def add_report_and_request(draft: OrderDraft, primary: Request, paid: bool, req_
         report_at = req_at - rng.uniform(15, 150)
     report = report_value(draft, primary.reason_code, paid, report_at)
     draft.add(v1.SERVICE_REPORT_RECEIVED, report_at, report, "report")
-    draft.add(
-        v1.SECOND_OPINION_REQUESTED, req_at, request_value(draft, primary, "req", req_at), "request"
-    )
+    draft.add(v1.SECOND_OPINION_REQUESTED, req_at, request_value(draft, primary, "req", req_at), "request")
 
 
 def _approval(draft: OrderDraft, n: int, role: str, decision: str, at: float) -> None:
@@ -185,9 +181,7 @@ def add_approvals(draft: OrderDraft, mode: str, req_at: float) -> None:
     if mode == "before":
         _approval(draft, 2, boss, "approve", req_at - rng.uniform(2, 12))
     elif mode in ("after", "agent_then_supervisor", "deny"):
-        _approval(
-            draft, 2, boss, "deny" if mode == "deny" else "approve", agent_at + rng.uniform(5, 60)
-        )
+        _approval(draft, 2, boss, "deny" if mode == "deny" else "approve", agent_at + rng.uniform(5, 60))
     if mode:
         draft.tags.append(f"approval:{mode}")
 
@@ -207,16 +201,12 @@ def add_extra_request(draft: OrderDraft, mode: str, req_at: float) -> None:
         else:
             again = replace(first, hotline="called", second_technician_sent=True)
         draft.tags.append("retry_after_denial")
-    elif (
-        not outcome.startswith("denied:") and mode != "deny" and rng.random() < SHARE["while_open"]
-    ):
+    elif not outcome.startswith("denied:") and mode != "deny" and rng.random() < SHARE["while_open"]:
         again = Request("authorizations", rng.choice(VALID_REASONS))
         draft.tags.append("second_request_while_open")
     else:
         return
-    draft.add(
-        v1.SECOND_OPINION_REQUESTED, at, request_value(draft, again, "req2", at), "request:extra"
-    )
+    draft.add(v1.SECOND_OPINION_REQUESTED, at, request_value(draft, again, "req2", at), "request:extra")
 
 
 def add_duplicate(draft: OrderDraft) -> None:
@@ -268,9 +258,7 @@ def plan_second_report(draft: OrderDraft) -> tuple[SecondReport, SecondVisit] | 
     return SecondReport(value, duplicate), visit
 
 
-def build(
-    seed: int, run: str, index: int, providers: Sequence[Mapping[str, Any]], bad_kind: str | None
-) -> OrderPlan:
+def build(seed: int, run: str, index: int, providers: Sequence[Mapping[str, Any]], bad_kind: str | None) -> OrderPlan:
     rng = random.Random(f"order/{seed}/{index}")
     draft = start(rng, run, index, providers)
     primary, mode, paid = primary_request(rng)

@@ -62,9 +62,7 @@ class Plan:
 
     def order_messages(self) -> list[Message]:
         """All orders' messages interleaved by time of day, as upstream systems send them."""
-        tagged = [
-            (m.at, i, n, m) for i, o in enumerate(self.orders) for n, m in enumerate(o.messages)
-        ]
+        tagged = [(m.at, i, n, m) for i, o in enumerate(self.orders) for n, m in enumerate(o.messages)]
         return [m for *_, m in sorted(tagged, key=lambda t: t[:3])]
 
     @cached_property
@@ -72,9 +70,7 @@ class Plan:
         return {o.order_id: o for o in self.orders}
 
 
-def facts_from_messages(
-    messages: Sequence[Message], market: Market, second: SecondVisit | None = None
-) -> OrderFacts:
+def facts_from_messages(messages: Sequence[Message], market: Market, second: SecondVisit | None = None) -> OrderFacts:
     """Read an order's facts back from the messages it will publish, in publish order.
 
     Intended outcomes come from the very bytes that go out, so the plan cannot drift from them.
@@ -91,9 +87,7 @@ def facts_from_messages(
     report = next(m.value for m in unique if m.topic == v1.SERVICE_REPORT_RECEIVED)
     approvals = [m.value for m in unique if m.topic == v1.APPROVAL_RECORDED]
     return OrderFacts(
-        requests=tuple(
-            request_from_value(m.value) for m in unique if m.topic == v1.SECOND_OPINION_REQUESTED
-        ),
+        requests=tuple(request_from_value(m.value) for m in unique if m.topic == v1.SECOND_OPINION_REQUESTED),
         charges=report["charges"],
         deductible_paid=report["deductible"]["paid_in_full"],
         market=market,

@@ -44,15 +44,10 @@ def _flag(n: int) -> str:
 
 
 def decision_tables(s: Mapping[str, Any]) -> list[Table]:
-    rows = [
-        (r["source"], r["reason_code"], r["granted"], r["denied"])
-        for r in s["decisions"]["by_source_reason"]
-    ]
+    rows = [(r["source"], r["reason_code"], r["granted"], r["denied"]) for r in s["decisions"]["by_source_reason"]]
     return [
         _table("Decisions by source and reason", ("source", "reason", "granted", "denied"), rows),
-        _table(
-            "Denials by code", ("denial code", "count"), _count_rows(s["decisions"]["denial_codes"])
-        ),
+        _table("Denials by code", ("denial code", "count"), _count_rows(s["decisions"]["denial_codes"])),
     ]
 
 
@@ -68,9 +63,7 @@ def flow_tables(s: Mapping[str, Any]) -> list[Table]:
     return [
         _table("Dispatch and notifications", ("", "count"), dispatch_rows),
         _table("Payouts by fee type", ("fee type", "count", "total"), _money_rows(s["payouts"])),
-        _table(
-            "Customer charges", ("reason", "count", "total"), _money_rows(s["customer_charges"])
-        ),
+        _table("Customer charges", ("reason", "count", "total"), _money_rows(s["customer_charges"])),
         _table("Provider feedback", ("category", "count"), _count_rows(s["provider_feedback"])),
         _table("Conclusions", ("outcome", "count"), _count_rows(s["conclusions"])),
         _table("Dead-letter records", ("topic", "records"), _count_rows(s["dlq"])),
@@ -97,8 +90,7 @@ def unaccounted_table(s: Mapping[str, Any]) -> Table | None:
     if not missing:
         return None
     rows = [
-        (r["order_id"], r["intended"], r["observed"], _fields(r["problems"]))
-        for r in missing[:MAX_UNACCOUNTED_ROWS]
+        (r["order_id"], r["intended"], r["observed"], _fields(r["problems"])) for r in missing[:MAX_UNACCOUNTED_ROWS]
     ]
     title = f"Orders not accounted for ({len(missing)}; details in the JSON report)"
     return _table(title, ("order", "intended", "observed", "differs in"), rows)
@@ -119,12 +111,8 @@ def next_steps(report: Path | None, run_dir: Path) -> list[str]:
     return lines
 
 
-def render(
-    summary: Mapping[str, Any], console: Console, report: Path | None, run_dir: Path = Path(".run")
-) -> None:
-    header = (
-        f"Synthetic day: run {summary['run']}, seed {summary['seed']}, {summary['orders']} orders"
-    )
+def render(summary: Mapping[str, Any], console: Console, report: Path | None, run_dir: Path = Path(".run")) -> None:
+    header = f"Synthetic day: run {summary['run']}, seed {summary['seed']}, {summary['orders']} orders"
     console.rule(header)
     if published := summary.get("published"):
         sent = ", ".join(f"{topic} {n}" for topic, n in published.items())

@@ -133,9 +133,7 @@ def approval_step(req: Request, recorded: Sequence[tuple[str, str]]) -> str:
     return AWAITING
 
 
-def decide(
-    req: Request, deductible_paid: bool, recorded: Sequence[tuple[str, str]], case_open: bool
-) -> str:
+def decide(req: Request, deductible_paid: bool, recorded: Sequence[tuple[str, str]], case_open: bool) -> str:
     """One request's decision, first applicable rule wins (DESIGN §5)."""
     if case_open:
         return denied("case_already_open")
@@ -182,18 +180,16 @@ def norm_component(value: str | None) -> str:
 
 def same_evaluation(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
     keys = ("failure_found", "cause", "covered")
-    return all(first[k] == second[k] for k in keys) and norm_component(
-        first["component"]
-    ) == norm_component(second["component"])
+    return all(first[k] == second[k] for k in keys) and norm_component(first["component"]) == norm_component(
+        second["component"]
+    )
 
 
 def visit_amount(charges: Mapping[str, str]) -> str:
     return str(Decimal(charges["service_call_fee"]) + Decimal(charges["diagnosis_fee"]))
 
 
-def customer_charge(
-    source: str, same: bool, covered: bool | None, amount: str
-) -> tuple[str, str] | None:
+def customer_charge(source: str, same: bool, covered: bool | None, amount: str) -> tuple[str, str] | None:
     """Only customer-sourced cases charge, unless the evaluation differs and the item is covered."""
     if source != "customer" or (not same and covered is True):
         return None
@@ -201,12 +197,7 @@ def customer_charge(
 
 
 def _eligible(p: Mapping[str, Any], trade: str, zip_code: str) -> bool:
-    return bool(
-        p["active"]
-        and p["accepts_second_opinions"]
-        and trade in p["trades"]
-        and zip_code in p["zips"]
-    )
+    return bool(p["active"] and p["accepts_second_opinions"] and trade in p["trades"] and zip_code in p["zips"])
 
 
 def _other_technicians(p: Mapping[str, Any], original_tech: str) -> list[Mapping[str, Any]]:
@@ -241,9 +232,7 @@ def choose_provider(
 
 def intend(facts: OrderFacts) -> Intended:
     """The order's intended end state, from the rules above."""
-    open_index, state, denials = fold_requests(
-        facts.requests, facts.deductible_paid, facts.recorded
-    )
+    open_index, state, denials = fold_requests(facts.requests, facts.deductible_paid, facts.recorded)
     common = {
         "denials": tuple(sorted(denials)),
         "feedback": tuple(sorted(FEEDBACK[c] for c in denials if c in FEEDBACK)),

@@ -63,11 +63,7 @@ class Collector:
             return []
         self.records.append(record)
         self.by_order[order_id].append(record)
-        if (
-            record.topic != v1.SERVICE_JOB_CREATED
-            or record.value is None
-            or order_id in self.answered
-        ):
+        if record.topic != v1.SERVICE_JOB_CREATED or record.value is None or order_id in self.answered:
             return []
         self.answered.add(order_id)
         return second_report_messages(self.plan.by_id[order_id], record.value)
@@ -94,9 +90,7 @@ async def publish(
     return list(await asyncio.gather(*futures))
 
 
-async def watch(
-    consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, collector: Collector
-) -> None:
+async def watch(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, collector: Collector) -> None:
     """Read output topics for the whole run; answer each new second-opinion job with its report."""
     while True:
         for record in await kafka_io.read_batch(consumer):
@@ -105,9 +99,7 @@ async def watch(
                 collector.published[follow_up.topic] += 1
 
 
-async def wait_settled(
-    collector: Collector, watcher: asyncio.Task[None], progress: Progress, opts: Options
-) -> None:
+async def wait_settled(collector: Collector, watcher: asyncio.Task[None], progress: Progress, opts: Options) -> None:
     total = len(collector.plan.orders)
     task = progress.add_task("orders settled", total=total)
     loop = asyncio.get_running_loop()
@@ -127,10 +119,7 @@ async def wait_settled(
 async def services_not_ready() -> list[str]:
     async with httpx.AsyncClient(timeout=2.0) as client:
         results = await asyncio.gather(
-            *(
-                client.get(f"http://127.0.0.1:{port}/health/ready")
-                for port in DEFAULT_PORTS.values()
-            ),
+            *(client.get(f"http://127.0.0.1:{port}/health/ready") for port in DEFAULT_PORTS.values()),
             return_exceptions=True,
         )
     ready = [not isinstance(r, BaseException) and r.status_code == 200 for r in results]
@@ -142,9 +131,7 @@ async def open_watch(consumer: AIOKafkaConsumer, bootstrap: str) -> None:
     found = await kafka_io.partitions(bootstrap, (*kafka_io.INPUT_TOPICS, *kafka_io.OUTPUT_TOPICS))
     missing = [t for t in (*kafka_io.INPUT_TOPICS, *kafka_io.OUTPUT_TOPICS) if t not in found]
     if missing:
-        raise SimulationError(
-            f"missing topics: {', '.join(missing)}. Start the stack first (make up)."
-        )
+        raise SimulationError(f"missing topics: {', '.join(missing)}. Start the stack first (make up).")
     await kafka_io.watch_from_end(consumer, {t: found[t] for t in kafka_io.OUTPUT_TOPICS})
 
 
@@ -183,9 +170,7 @@ async def wait_for_directory(opts: Options, marks: dict[Any, int], console: Cons
 async def simulate(opts: Options, console: Console) -> dict[str, Any]:
     plan = generate(opts.seed, opts.orders, run_token(opts.seed, str(time.time_ns())))
     if not_ready := await services_not_ready():
-        console.print(
-            f"[yellow]not ready: {', '.join(not_ready)}; orders may not settle (make up)[/]"
-        )
+        console.print(f"[yellow]not ready: {', '.join(not_ready)}; orders may not settle (make up)[/]")
     consumer, producer = kafka_io.reader(opts.bootstrap), kafka_io.producer(opts.bootstrap)
     await consumer.start()
     try:
@@ -222,9 +207,7 @@ def run(opts: Options, console: Console | None = None) -> int:
         console.print(f"[red]{exc}[/]")
         return 2
     except KafkaConnectionError as exc:
-        console.print(
-            f"[red]cannot reach Kafka at {opts.bootstrap}: {exc}. Is the stack up (make up)?[/]"
-        )
+        console.print(f"[red]cannot reach Kafka at {opts.bootstrap}: {exc}. Is the stack up (make up)?[/]")
         return 2
     write_report(opts.report, summary)
     render(summary, console, opts.report, opts.run_dir)

@@ -47,9 +47,7 @@ class Record:
     value: Mapping[str, Any] | None = None
 
     @classmethod
-    def parse(
-        cls, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes
-    ) -> Record:
+    def parse(cls, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes) -> Record:
         try:
             value = json.loads(raw)
         except (UnicodeDecodeError, ValueError):
@@ -137,9 +135,7 @@ def observe(records: Sequence[Record]) -> Intended:
         charge=(charges[0]["amount"], charges[0]["reason"]) if charges else None,
         feedback=tuple(sorted(f["category"] for f in feedback)),
         network=jobs[0]["network"] if jobs else None,
-        notifications=len(
-            _first_per(events.get(v1.CUSTOMER_NOTIFICATION_REQUESTED, []), "case_id")
-        ),
+        notifications=len(_first_per(events.get(v1.CUSTOMER_NOTIFICATION_REQUESTED, []), "case_id")),
         dlq=tuple(sorted(Counter(r.topic for r in dlq).items())),
         pan_leaks=sum(PAN_DIGITS in re.sub(rb"[ -]", b"", r.raw).decode("latin-1") for r in dlq),
     )
@@ -201,15 +197,10 @@ def _money(values: Iterable[Mapping[str, Any]], by: str) -> dict[str, dict[str, 
     totals: dict[str, list[Decimal]] = defaultdict(list)
     for v in values:
         totals[str(v.get(by))].append(Decimal(v["amount"]))
-    return {
-        k: {"count": len(a), "total": str(sum(a, Decimal("0.00")))}
-        for k, a in sorted(totals.items())
-    }
+    return {k: {"count": len(a), "total": str(sum(a, Decimal("0.00")))} for k, a in sorted(totals.items())}
 
 
-def _counts(
-    values: Iterable[Mapping[str, Any]], key: Callable[[Mapping[str, Any]], str]
-) -> dict[str, int]:
+def _counts(values: Iterable[Mapping[str, Any]], key: Callable[[Mapping[str, Any]], str]) -> dict[str, int]:
     return dict(sorted(Counter(key(v) for v in values).items()))
 
 
@@ -248,9 +239,7 @@ def build_summary(plan: Plan, records: Sequence[Record]) -> dict[str, Any]:
             "count": len(notifications),
             "with_disclosures": sum(1 for v in notifications if v.get("disclosures")),
         },
-        "provider_feedback": _counts(
-            events.get(v1.PROVIDER_FEEDBACK_RECORDED, []), lambda v: v["category"]
-        ),
+        "provider_feedback": _counts(events.get(v1.PROVIDER_FEEDBACK_RECORDED, []), lambda v: v["category"]),
         "payouts": _money(events.get(v1.PAYOUT_ISSUED, []), "fee_type"),
         "customer_charges": _money(events.get(v1.CUSTOMER_CHARGE_ASSESSED, []), "reason"),
         "conclusions": _counts(

@@ -78,9 +78,7 @@ class FakeService:
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all"
-        )
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
         self.provider_commit_ms: dict[str, int] = {}  # key -> just before its commit
         self.request_ms: dict[str, int] = {}  # key -> create time of its first request
         self.task: asyncio.Task[None] | None = None
@@ -179,9 +177,7 @@ def request_step(t: Topics, suffix: str = "", **extra: Any) -> dict[str, Any]:
     return {"topic": t.requested, "key": order, "value": value}
 
 
-def write(
-    tmp_path: Path, name: str, steps: list[Any], expect: list[Any], absent: list[str]
-) -> Path:
+def write(tmp_path: Path, name: str, steps: list[Any], expect: list[Any], absent: list[str]) -> Path:
     path = tmp_path / f"{name}.json"
     scenario = {"name": name, "steps": steps, "expect": expect, "absent": absent}
     path.write_text(json.dumps(scenario, indent=2))
@@ -223,9 +219,7 @@ async def test_correct_scenario_passes(
     assert fake.provider_commit_ms[key] <= fake.request_ms[f"SO-{result.run}"]
 
 
-async def test_wrong_scenario_fails_with_what_it_saw(
-    tmp_path: Path, topics: Topics, settings: RunnerSettings
-) -> None:
+async def test_wrong_scenario_fails_with_what_it_saw(tmp_path: Path, topics: Topics, settings: RunnerSettings) -> None:
     t = topics
     steps = [
         provider_step(t),
@@ -256,9 +250,7 @@ async def test_count_that_grows_after_expectations_held_fails(
     assert f"extra-req-{result.run}" in failure.saw
 
 
-async def test_provider_wait_times_out_clearly(
-    tmp_path: Path, topics: Topics, settings: RunnerSettings
-) -> None:
+async def test_provider_wait_times_out_clearly(tmp_path: Path, topics: Topics, settings: RunnerSettings) -> None:
     nobody = replace(settings, provider_group="scenario-it-nobody", provider_wait_s=2.0)
     path = write(tmp_path, "no_dispatch", [provider_step(topics), request_step(topics)], [], [])
     result = await run_scenario_file(path, nobody)

@@ -64,7 +64,9 @@ class ServiceUnderTest:
     async def drain_outbox(self) -> list[Published]:
         table = self.spec.outbox
         async with self.sessions() as session, session.begin():
-            rows = (await session.execute(select(table).where(table.c.published_at.is_(None)).order_by(table.c.id))).all()
+            rows = (
+                await session.execute(select(table).where(table.c.published_at.is_(None)).order_by(table.c.id))
+            ).all()
             if rows:
                 await session.execute(
                     update(table).where(table.c.id.in_([r.id for r in rows])).values(published_at=db_now())
@@ -118,7 +120,4 @@ class InMemoryBus:
         await self.settle()
 
     def events(self, topic: str, **match: Any) -> list[dict[str, Any]]:
-        return [
-            p.value for p in self.log
-            if p.topic == topic and all(p.value.get(k) == v for k, v in match.items())
-        ]
+        return [p.value for p in self.log if p.topic == topic and all(p.value.get(k) == v for k, v in match.items())]

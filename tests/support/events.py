@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def provider(pid: str, zip_: str, *, rating: float = 4.0, in_network: bool = True, techs: Any = None, **kw: Any) -> dict[str, Any]:
+def provider(
+    pid: str, zip_: str, *, rating: float = 4.0, in_network: bool = True, techs: Any = None, **kw: Any
+) -> dict[str, Any]:
     return {
         "event_id": f"evt-prov-{pid}",
         "occurred_at": "2026-11-01T08:00:00+00:00",
@@ -22,9 +24,17 @@ def provider(pid: str, zip_: str, *, rating: float = 4.0, in_network: bool = Tru
     }
 
 
-def report(order: str, job: str, *, provider_id: str = "P1", zip_: str = "Z1", event_id: str | None = None,
-           diagnosis: dict[str, Any] | None = None, fees: tuple[str, str] = ("89.00", "45.00"),
-           paid: bool = True) -> dict[str, Any]:
+def report(
+    order: str,
+    job: str,
+    *,
+    provider_id: str = "P1",
+    zip_: str = "Z1",
+    event_id: str | None = None,
+    diagnosis: dict[str, Any] | None = None,
+    fees: tuple[str, str] = ("89.00", "45.00"),
+    paid: bool = True,
+) -> dict[str, Any]:
     return {
         "event_id": event_id or f"evt-rpt-{job}",
         "occurred_at": "2026-11-02T15:04:00+00:00",
@@ -35,15 +45,23 @@ def report(order: str, job: str, *, provider_id: str = "P1", zip_: str = "Z1", e
         "customer_id": f"CUST-{order}",
         "trade": "hvac",
         "property_zip": zip_,
-        "diagnosis": diagnosis or {"failure_found": True, "component": "compressor", "cause": "pre_existing", "covered": False},
+        "diagnosis": diagnosis
+        or {"failure_found": True, "component": "compressor", "cause": "pre_existing", "covered": False},
         "notes": "Compressor seized.",
         "charges": {"service_call_fee": fees[0], "diagnosis_fee": fees[1], "currency": "USD"},
         "deductible": {"amount": "100.00", "paid_in_full": paid},
     }
 
 
-def request(order: str, job: str, event_id: str, *, source: str = "authorizations",
-            reason: str = "conflicting_reports", **kw: Any) -> dict[str, Any]:
+def request(
+    order: str,
+    job: str,
+    event_id: str,
+    *,
+    source: str = "authorizations",
+    reason: str = "conflicting_reports",
+    **kw: Any,
+) -> dict[str, Any]:
     return {
         "event_id": event_id,
         "occurred_at": "2026-11-03T10:00:00+00:00",
@@ -56,7 +74,9 @@ def request(order: str, job: str, event_id: str, *, source: str = "authorization
     }
 
 
-def approval(order: str, job: str, event_id: str, decision: str = "approve", role: str = "supervisor") -> dict[str, Any]:
+def approval(
+    order: str, job: str, event_id: str, decision: str = "approve", role: str = "supervisor"
+) -> dict[str, Any]:
     return {
         "event_id": event_id,
         "occurred_at": "2026-11-03T09:00:00+00:00",

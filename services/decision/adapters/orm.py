@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
-from services.common.tables import Id, inbox_table, new_metadata, outbox_table
+from services.common.tables import Id, inbox_table, new_metadata, operator_action_table, outbox_table
 
 metadata = new_metadata()
 inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)
+operator_action = operator_action_table(metadata)
 
 report = Table(
     "report",

@@ -110,13 +110,20 @@ class DecisionHandlers:
         ).inc()
         if isinstance(decision, Granted):
             await repo.update_case(
-                case_id, status="granted", rules=decision.rules, policy_version=version,
-                decided_by_id=decision.decided_by.id, decided_by_role=decision.decided_by.role,
+                case_id,
+                status="granted",
+                rules=decision.rules,
+                policy_version=version,
+                decided_by_id=decision.decided_by.id,
+                decided_by_role=decision.decided_by.role,
             )
             return [mapping.granted(case_id, request, report, decision, version)]
         assert isinstance(decision, Denied)
         await repo.update_case(
-            case_id, status="denied", rules=decision.rules, policy_version=version,
+            case_id,
+            status="denied",
+            rules=decision.rules,
+            policy_version=version,
             denial_code=decision.denial_code,
         )
         out = [mapping.denied(case_id, request, decision, version)]

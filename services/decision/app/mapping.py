@@ -63,7 +63,10 @@ def _out(topic: str, case_id: str, order_id: str, model: type[v1.Event], **field
 
 def granted(case_id: str, req: v1.SecondOpinionRequested, rpt: Any, d: Granted, version: str) -> Outgoing:
     return _out(
-        v1.SECOND_OPINION_GRANTED, case_id, req.service_order_id, v1.SecondOpinionGranted,
+        v1.SECOND_OPINION_GRANTED,
+        case_id,
+        req.service_order_id,
+        v1.SecondOpinionGranted,
         original_job_id=req.service_job_id,
         original_provider_id=rpt.provider_id,
         original_technician_id=rpt.technician_id,
@@ -88,7 +91,10 @@ def granted(case_id: str, req: v1.SecondOpinionRequested, rpt: Any, d: Granted, 
 
 def denied(case_id: str, req: v1.SecondOpinionRequested, d: Denied, version: str) -> Outgoing:
     return _out(
-        v1.SECOND_OPINION_DENIED, case_id, req.service_order_id, v1.SecondOpinionDenied,
+        v1.SECOND_OPINION_DENIED,
+        case_id,
+        req.service_order_id,
+        v1.SecondOpinionDenied,
         original_job_id=req.service_job_id,
         source=req.source,
         reason_code=req.reason_code,
@@ -102,7 +108,10 @@ def denied(case_id: str, req: v1.SecondOpinionRequested, d: Denied, version: str
 
 def feedback(case_id: str, order_id: str, provider_id: str, category: str) -> Outgoing:
     return _out(
-        v1.PROVIDER_FEEDBACK_RECORDED, case_id, order_id, v1.ProviderFeedbackRecorded,
+        v1.PROVIDER_FEEDBACK_RECORDED,
+        case_id,
+        order_id,
+        v1.ProviderFeedbackRecorded,
         provider_id=provider_id,
         category=category,
     )
@@ -111,7 +120,10 @@ def feedback(case_id: str, order_id: str, provider_id: str, category: str) -> Ou
 def concluded(case: Any, second: Any, customer_id: str, c: Conclusion) -> Outgoing:
     visit = second.service_call_fee_cents + second.diagnosis_fee_cents
     return _out(
-        v1.SECOND_OPINION_CONCLUDED, case.case_id, case.service_order_id, v1.SecondOpinionConcluded,
+        v1.SECOND_OPINION_CONCLUDED,
+        case.case_id,
+        case.service_order_id,
+        v1.SecondOpinionConcluded,
         outcome=c.outcome,
         covered=c.covered,
         second_visit_charges=c.second_visit_charges,

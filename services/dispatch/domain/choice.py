@@ -41,12 +41,7 @@ class Assignment:
 
 
 def _serves(p: Provider, job: JobRequest) -> bool:
-    return (
-        p.active
-        and p.accepts_second_opinions
-        and job.trade in p.trades
-        and job.property_zip in p.zips
-    )
+    return p.active and p.accepts_second_opinions and job.trade in p.trades and job.property_zip in p.zips
 
 
 def _other_technicians(p: Provider, original_technician_id: str) -> list[Technician]:

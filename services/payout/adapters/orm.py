@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, DateTime, String, Table, UniqueConstraint
 
-from services.common.tables import inbox_table, new_metadata, outbox_table
+from services.common.tables import inbox_table, new_metadata, operator_action_table, outbox_table
 
 metadata = new_metadata()
 inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)
+operator_action = operator_action_table(metadata)
 
 claim = Table(
     "claim",

@@ -20,8 +20,13 @@ class PayoutRepository:
             self.session,
             claim,
             {
-                "claim_id": claim_id, "job_id": job_id, "case_id": case_id,
-                "service_order_id": order_id, "status": "completed", "opened_at": now, "completed_at": now,
+                "claim_id": claim_id,
+                "job_id": job_id,
+                "case_id": case_id,
+                "service_order_id": order_id,
+                "status": "completed",
+                "opened_at": now,
+                "completed_at": now,
             },
         )
 

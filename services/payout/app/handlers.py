@@ -28,8 +28,12 @@ class PayoutHandlers:
         }
         fees = original_fees(self.policy, ev.source, charges)
         return await self._pay(
-            PayoutRepository(session), ev, ev.original_job_id, ev.original_provider_id,
-            ev.original_charges.currency, fees,
+            PayoutRepository(session),
+            ev,
+            ev.original_job_id,
+            ev.original_provider_id,
+            ev.original_charges.currency,
+            fees,
         )
 
     async def on_concluded(self, session: Any, ev: v1.SecondOpinionConcluded) -> Sequence[Outgoing]:
@@ -41,8 +45,11 @@ class PayoutHandlers:
         )
         charge = customer_charge(ev.second_visit_charges, ev.outcome, visit)
         if charge is not None and await repo.add_charge(
-            case_id=ev.case_id, customer_id=ev.customer_id, amount_cents=charge.cents,
-            currency=ev.visit_charges.currency, reason=charge.reason,
+            case_id=ev.case_id,
+            customer_id=ev.customer_id,
+            amount_cents=charge.cents,
+            currency=ev.visit_charges.currency,
+            reason=charge.reason,
         ):
             out.append(_charge_event(ev, charge.cents, charge.reason))
         return out
@@ -54,8 +61,14 @@ class PayoutHandlers:
         for fee in fees:
             payout_id = derive("payout", job_id, fee.fee_type)
             if await repo.add_payout(
-                payout_id=payout_id, case_id=ev.case_id, claim_id=claim_id, job_id=job_id,
-                provider_id=provider_id, fee_type=fee.fee_type, amount_cents=fee.cents, currency=currency,
+                payout_id=payout_id,
+                case_id=ev.case_id,
+                claim_id=claim_id,
+                job_id=job_id,
+                provider_id=provider_id,
+                fee_type=fee.fee_type,
+                amount_cents=fee.cents,
+                currency=currency,
             ):
                 self.metrics.payouts.labels(fee.fee_type).inc()
                 self.metrics.payout_cents.labels(fee.fee_type).inc(fee.cents)
