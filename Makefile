@@ -5,7 +5,7 @@ SO := uv run second-opinion
 ORDERS ?= 400
 SEED ?= 7
 
-.PHONY: help install run up down status test test-unit test-service test-integration scenarios scenarios-sqlite lint
+.PHONY: help install run up down status test test-unit test-service test-integration scenarios scenarios-sqlite chaos lint
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -38,6 +38,9 @@ test-integration: install ## tests on the real broker and database
 
 scenarios-sqlite: install ## the scenarios with the services on SQLite
 	@TEST_DATABASE=sqlite uv run pytest tests/scenarios
+
+chaos: install ## a soak: 1000 orders under kill -9 and replica churn; report in .run/chaos/ (CHAOS_ARGS="--orders 300")
+	@uv run python -m tests.faults.chaos $(CHAOS_ARGS)
 
 lint:
 	@uv run ruff check services schemas tests migrations

@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     # Its own services, ports, databases and groups, so a `make up` stack or a test run is not disturbed.
     os.environ.setdefault("TEST_STACK_ID", "chaos")
-    os.environ.setdefault("TEST_PORT_BASE", "18781")
+    os.environ.setdefault("TEST_PORT_BASE", "18881")
     from tests.faults.fleet import Fleet
     from tests.support.stack import running_stack, start_infra
 

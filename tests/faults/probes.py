@@ -12,6 +12,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata, TopicPartition
 
+from services.common.settings import KafkaSettings
+from services.ops import kafka
 from services.simulate import kafka_io
 
 
@@ -85,6 +87,8 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str 
 
 async def skip_history(bootstrap: str, group: str, topics: list[str]) -> None:
     """Commit the group's offsets at the current ends, so a fresh group does not replay every topic."""
+    # On a fresh broker the topics may not exist yet (nothing has started a stack): create them first.
+    await asyncio.to_thread(kafka.create_topics, KafkaSettings(bootstrap_servers=bootstrap), topics)
     found = await kafka_io.partitions(bootstrap, topics)
     parts = [TopicPartition(t, p) for t, ps in found.items() for p in ps]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
