@@ -54,6 +54,8 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("topic", String(200), nullable=False),
         Column("key", String(200), nullable=False),
         Column("payload", Text, nullable=False),
+        # Extra Kafka headers as a JSON object (trace context of the handled event), or NULL.
+        Column("headers", Text, nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False),
         Column("published_at", DateTime(timezone=True), nullable=True),
         UniqueConstraint("event_id"),

@@ -88,3 +88,36 @@ approval = Table(
     UniqueConstraint("event_id"),
 )
 Index("ix_approval_order_job", approval.c.service_order_id, approval.c.service_job_id)
+
+# Every event in and out that concerns a case, appended in the transaction that handled it: the
+# case timeline of the console and the case API.
+case_event = Table(
+    "case_event",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("case_id", String(64), nullable=False),
+    Column("direction", String(3), nullable=False),  # in | out
+    Column("topic", String(200), nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),  # the event's own time
+    Column("recorded_at", DateTime(timezone=True), nullable=False),  # when this service handled it
+    Column("summary", Text, nullable=False),  # JSON object: the fields worth showing
+    UniqueConstraint("case_id", "direction", "event_id"),
+)
+Index("ix_case_event_case", case_event.c.case_id, case_event.c.id)
+
+# Who approved or denied what from the console or the case API, and who was refused.
+approval_audit = Table(
+    "approval_audit",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("case_id", String(64), nullable=False),
+    Column("user_id", String(200), nullable=False),
+    Column("role", String(100), nullable=False),
+    Column("decision", String(20), nullable=False),  # approve | deny
+    Column("note", Text, nullable=True),
+    Column("outcome", String(20), nullable=False),  # recorded | forbidden | conflict
+    Column("event_id", String(200), nullable=True),  # the approval_recorded event it published
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_approval_audit_case", approval_audit.c.case_id)
