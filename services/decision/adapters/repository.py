@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.v1 import ApprovalRecorded, SecondOpinionRequested, ServiceReportReceived
 from services.common.money import to_cents
 from services.common.sql import insert_ignore
-from services.decision.adapters.orm import approval, case, report
+from services.decision.adapters.orm import approval, case, case_event, report
 
 OPEN_STATES = ("awaiting_approval", "granted", "dispatched", "unassigned")
 
@@ -91,6 +91,21 @@ class DecisionRepository:
             .order_by(approval.c.id)
         )
         return (await self.session.execute(query)).all()
+
+    async def record_event(
+        self, case_id: str, direction: str, topic: str, event_id: str, occurred_at: datetime, summary: dict[str, Any]
+    ) -> None:
+        """Append an event to the case's timeline; the same event recorded again changes nothing."""
+        row = {
+            "case_id": case_id,
+            "direction": direction,
+            "topic": topic,
+            "event_id": event_id,
+            "occurred_at": occurred_at,
+            "recorded_at": datetime.now(UTC),
+            "summary": json.dumps(summary, sort_keys=True, default=str),
+        }
+        await insert_ignore(self.session, case_event, row)
 
     async def use_approval(self, event_id: str, case_id: str) -> None:
         await self.session.execute(

@@ -33,9 +33,11 @@ class DecisionHandlers:
         out: list[Outgoing] = []
         linked = await repo.case_for_second_job(ev.service_order_id, ev.service_job_id)
         if linked is not None and linked.status == "dispatched":
+            await _note_in(repo, linked.case_id, v1.SERVICE_REPORT_RECEIVED, ev)
             out += await self._conclude(repo, linked)
         # Requests that arrived before this report are decided now, in arrival order.
         for waiting in await repo.cases_in(ev.service_order_id, ev.service_job_id, "awaiting_report"):
+            await _note_in(repo, waiting.case_id, v1.SERVICE_REPORT_RECEIVED, ev)
             out += await self._decide(repo, waiting.case_id)
         return out
 
@@ -47,8 +49,10 @@ class DecisionHandlers:
             return []
         report = await repo.get_report(ev.service_job_id)
         await repo.add_case(case_id, ev, "awaiting_report")
+        await _note_in(repo, case_id, v1.SECOND_OPINION_REQUESTED, ev)
         if report is None or report.service_order_id != ev.service_order_id:
             return []
+        await _note_row(repo, case_id, v1.SERVICE_REPORT_RECEIVED, report, mapping.report_summary(report))
         return await self._decide(repo, case_id)
 
     async def on_approval(self, session: Any, ev: v1.ApprovalRecorded) -> Sequence[Outgoing]:
@@ -57,6 +61,7 @@ class DecisionHandlers:
         await repo.add_approval(ev)
         out: list[Outgoing] = []
         for waiting in await repo.cases_in(ev.service_order_id, ev.service_job_id, "awaiting_approval"):
+            await _note_in(repo, waiting.case_id, v1.APPROVAL_RECORDED, ev)
             out += await self._decide(repo, waiting.case_id)
         return out
 
@@ -66,6 +71,7 @@ class DecisionHandlers:
         case = await repo.get_case(ev.case_id)
         if case is None or case.status != "granted":
             return []
+        await _note_in(repo, ev.case_id, v1.SERVICE_JOB_CREATED, ev)
         await repo.update_case(
             ev.case_id, status="dispatched", second_job_id=ev.job_id, second_provider_id=ev.provider_id
         )
@@ -79,6 +85,7 @@ class DecisionHandlers:
         repo = DecisionRepository(session)
         case = await repo.get_case(ev.case_id)
         if case is not None and case.status == "granted":
+            await _note_in(repo, ev.case_id, v1.DISPATCH_UNASSIGNED, ev)
             await repo.update_case(ev.case_id, status="unassigned")
         return []
 
@@ -98,6 +105,7 @@ class DecisionHandlers:
         if used is not None:
             chosen = next(a for a in approvals if mapping.approval_facts(a) == used)
             await repo.use_approval(chosen.event_id, case_id)
+            await _note_row(repo, case_id, v1.APPROVAL_RECORDED, chosen, mapping.approval_summary(chosen))
         return await self._record(repo, case_id, request, report, decision)
 
     async def _record(self, repo, case_id, request, report, decision) -> list[Outgoing]:  # type: ignore[no-untyped-def]
@@ -117,7 +125,7 @@ class DecisionHandlers:
                 decided_by_id=decision.decided_by.id,
                 decided_by_role=decision.decided_by.role,
             )
-            return [mapping.granted(case_id, request, report, decision, version)]
+            return await _noted_out(repo, [mapping.granted(case_id, request, report, decision, version)])
         assert isinstance(decision, Denied)
         await repo.update_case(
             case_id,
@@ -131,11 +139,28 @@ class DecisionHandlers:
             out.append(
                 mapping.feedback(case_id, request.service_order_id, report.provider_id, decision.provider_feedback)
             )
-        return out
+        return await _noted_out(repo, out)
 
     async def _conclude(self, repo: DecisionRepository, case: Any) -> list[Outgoing]:
         original = await repo.get_report(case.original_job_id)
         second = await repo.get_report(case.second_job_id)
         conclusion = conclude(self.policy, case.source, mapping.diagnosis(original), mapping.diagnosis(second))
         await repo.update_case(case.case_id, status="concluded", outcome=conclusion.outcome)
-        return [mapping.concluded(case, second, original.customer_id, conclusion)]
+        return await _noted_out(repo, [mapping.concluded(case, second, original.customer_id, conclusion)])
+
+
+async def _note_in(repo: DecisionRepository, case_id: str, topic: str, ev: v1.Event) -> None:
+    await repo.record_event(case_id, "in", topic, ev.event_id, ev.occurred_at, mapping.summary(ev))
+
+
+async def _noted_out(repo: DecisionRepository, out: list[Outgoing]) -> list[Outgoing]:
+    """Each emitted event joins its case's timeline in the same transaction as the outbox row."""
+    for o in out:
+        ev: Any = o.event
+        await repo.record_event(ev.case_id, "out", o.topic, ev.event_id, ev.occurred_at, mapping.summary(ev))
+    return out
+
+
+async def _note_row(repo: DecisionRepository, case_id: str, topic: str, row: Any, summary: dict[str, Any]) -> None:
+    """A stored event (a report or approval received before the case) joins the case's timeline."""
+    await repo.record_event(case_id, "in", topic, row.event_id, row.occurred_at, summary)

@@ -132,3 +132,40 @@ def concluded(case: Any, second: Any, customer_id: str, c: Conclusion) -> Outgoi
         customer_id=customer_id,
         visit_charges=v1.Amount(amount=to_str(visit), currency=second.currency),
     )
+
+
+# What the case timeline keeps of an event: its fields without the envelope.
+_ENVELOPE = {"event_id", "occurred_at", "service_order_id"}
+
+
+def summary(event: v1.Event) -> dict[str, Any]:
+    return {k: v for k, v in event.model_dump(mode="json").items() if k not in _ENVELOPE}
+
+
+def report_summary(row: Any) -> dict[str, Any]:
+    return {
+        "service_job_id": row.service_job_id,
+        "provider_id": row.provider_id,
+        "technician_id": row.technician_id,
+        "diagnosis": {
+            "failure_found": row.failure_found,
+            "component": row.component,
+            "cause": row.cause,
+            "covered": row.covered,
+        },
+        "charges": {
+            "service_call_fee": to_str(row.service_call_fee_cents),
+            "diagnosis_fee": to_str(row.diagnosis_fee_cents),
+            "currency": row.currency,
+        },
+        "deductible": {"amount": to_str(row.deductible_cents), "paid_in_full": row.deductible_paid_in_full},
+    }
+
+
+def approval_summary(row: Any) -> dict[str, Any]:
+    return {
+        "service_job_id": row.service_job_id,
+        "decision": row.decision,
+        "approver": {"id": row.approver_id, "role": row.approver_role},
+        "note": row.note,
+    }
