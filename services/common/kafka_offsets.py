@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -37,3 +39,40 @@ async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> d
     finally:
         await admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+
+async def overview(bootstrap_servers: str, groups: dict[str, list[str]]) -> dict[str, Any]:
+    """Per (group, topic) lag, summed over partitions, and the record count of every DLQ topic.
+
+    `groups` maps each consumer group to the topics it consumes. DLQ topics are the `.dlq` twins
+    of every topic named; a count is end minus log-start offset (what the DLQ still holds).
+    """
+    topics = sorted({t for ts in groups.values() for t in ts})
+    dlqs = [f"{t}.dlq" for t in topics]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        described = await admin.describe_topics([*topics, *dlqs])
+        parts = [
+            TopicPartition(d["topic"], p["partition"])
+            for d in described
+            if d["error_code"] == 0
+            for p in d["partitions"]
+        ]
+        ends = await consumer.end_offsets(parts)
+        starts = await consumer.beginning_offsets(parts)
+        lag: list[dict[str, Any]] = []
+        for group, consumed in groups.items():
+            committed = await admin.list_consumer_group_offsets(group)
+            done = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+            for topic in consumed:
+                mine = [tp for tp in parts if tp.topic == topic]
+                behind = sum(max(ends[tp] - done.get(tp, starts[tp]), 0) for tp in mine)
+                lag.append({"group": group, "topic": topic, "partitions": len(mine), "lag": behind})
+        dlq = {d: sum(ends[tp] - starts[tp] for tp in parts if tp.topic == d) for d in dlqs}
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return {"lag": lag, "dlq": dlq}

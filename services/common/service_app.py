@@ -47,6 +47,8 @@ class ServiceSpec:
     # {gated topic: watched topic}: records of the gated topic wait until the consumer of the
     # watched topic has committed up to the end offsets it found when it got its partitions.
     catch_up_before: dict[str, str] = field(default_factory=dict)
+    # Anything else the service adds to its app (exception handlers, static files).
+    configure: Callable[[FastAPI], None] | None = None
 
 
 class Drain:
@@ -125,6 +127,8 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings, kafka: KafkaSetting
     app.include_router(_health_router(runtime))
     for router in spec.routers:
         app.include_router(router)
+    if spec.configure is not None:
+        spec.configure(app)
     return app
 
 

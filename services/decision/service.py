@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.common.service_app import ServiceSpec
 from services.decision.adapters import orm
+from services.decision.entrypoints import api, console
 from services.decision.entrypoints.consumers import build_routes
 
 SPEC = ServiceSpec(
@@ -12,4 +13,6 @@ SPEC = ServiceSpec(
     inbox=orm.inbox,
     outbox=orm.outbox,
     build_routes=build_routes,
+    routers=(api.router, console.router),
+    configure=console.configure,
 )
