@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "token",
         help="print a bearer token for the case API and console",
         description=(
-            "Signs a JWT with AUTH_JWT_SECRET (or the stack's key file, .data/auth.secret). "
+            "Signs a JWT with AUTH_JWT_SECRET (or else the stack's key file, <STACK_DATA_DIR>/auth.secret). "
             f"Roles that may approve: {', '.join(sorted(APPROVER_ROLES))}; any other role may only read."
         ),
     )

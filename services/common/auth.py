@@ -19,6 +19,8 @@ import jwt
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.settings import StackSettings
+
 APPROVER_ROLES = frozenset({"supervisor", "manager"})
 ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
@@ -28,7 +30,9 @@ class AuthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore")
 
     jwt_secret: SecretStr | None = Field(default=None, description="HS256 signing key (at least 32 bytes)")
-    jwt_secret_file: Path = Field(default=Path(".data/auth.secret"), description="key file used when unset")
+    jwt_secret_file: Path = Field(
+        default_factory=lambda: StackSettings().data_dir / "auth.secret", description="key file used when unset"
+    )
     issuer: str = "second-opinion"
     audience: str = "second-opinion-console"
 

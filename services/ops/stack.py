@@ -60,6 +60,8 @@ def service_env(st: StackSettings, ks: KafkaSettings, svc: str, database: Databa
         "KAFKA_BOOTSTRAP_SERVERS": ks.bootstrap_servers,
         f"{prefix}_DATABASE_URL": database_url(st, svc, database),
         f"{prefix}_HTTP_PORT": str(http_port(svc)),
+        # The console's tokens: `second-opinion token` signs with the same key file.
+        "AUTH_JWT_SECRET_FILE": str((st.data_dir / "auth.secret").resolve()),
     }
 
 

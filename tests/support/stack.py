@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK_ID = os.environ.get("TEST_STACK_ID", "")
 PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "18081"))
 TEST_PORTS = {svc: PORT_BASE + i for i, svc in enumerate(SERVICES)}
+# The key the test services verify bearer tokens with; tests sign theirs with it (TestStack.token).
+TEST_AUTH_SECRET = "second-opinion-test-signing-key-0123456789abcdef"
 
 
 @dataclass
@@ -162,6 +164,15 @@ class TestStack:
         for svc in self.services.values():
             svc.stop()
 
+    def token(self, user: str, role: str) -> str:
+        from datetime import timedelta
+
+        from pydantic import SecretStr
+
+        from services.common.auth import AuthSettings, issue
+
+        return issue(AuthSettings(jwt_secret=SecretStr(TEST_AUTH_SECRET)), user, role, ttl=timedelta(hours=1))
+
 
 @contextlib.contextmanager
 def running_stack(infra: Infra, database: str, work_dir: Path) -> Iterator[TestStack]:
@@ -178,6 +189,7 @@ def running_stack(infra: Infra, database: str, work_dir: Path) -> Iterator[TestS
             "KAFKA_GROUP_PREFIX": group_prefix,
             f"{svc.upper()}_DATABASE_URL": urls[svc],
             f"{svc.upper()}_HTTP_PORT": str(TEST_PORTS[svc]),
+            "AUTH_JWT_SECRET": TEST_AUTH_SECRET,
         }
         services[svc] = RunningService(
             svc, TEST_PORTS[svc], env, work_dir / f"{label}-{svc}.pid", work_dir / f"{label}-{svc}.log"
