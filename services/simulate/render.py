@@ -107,7 +107,13 @@ def next_steps(report: Path | None, run_dir: Path) -> list[str]:
     for name, port in DEFAULT_PORTS.items():
         base = f"http://127.0.0.1:{port}"
         lines.append(f"  {name:<9} {base}/health/ready   {base}/metrics")
-    lines += [f"  logs: {run_dir / 'logs'}/", "  stop the stack: make down"]
+    console = f"http://127.0.0.1:{DEFAULT_PORTS['decision']}"
+    lines += [
+        f"  console:  {console}/console  (token: uv run second-opinion token --user you --role supervisor)",
+        f"  case API: {console}/docs",
+        f"  logs: {run_dir / 'logs'}/",
+        "  stop the stack: make down",
+    ]
     return lines
 
 
