@@ -14,6 +14,7 @@ _COMMAND_MODULES = (
     "services.scenario.commands",
     "services.simulate.commands",
     "services.operator_tools.commands",
+    "services.contracts",
 )
 
 
