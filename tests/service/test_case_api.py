@@ -153,6 +153,12 @@ class TestApproval:
         assert (await client.get("/api/approvals/queue", headers=bearer("agent"))).json() == []
 
         detail = (await client.get(f"/api/cases/{case_id}", headers=bearer("agent"))).json()
+        stamps = [
+            detail["created_at"],
+            *(e["occurred_at"] for e in detail["timeline"]),
+            detail["approvals_audit"][0]["at"],
+        ]
+        assert all(datetime.fromisoformat(t).utcoffset() is not None for t in stamps), stamps
         assert detail["status"] == "dispatched" and detail["decided_by"] == {"id": "sam", "role": "supervisor"}
         assert detail["policy_version"] and detail["rules"]
         steps = [(e["direction"], e["topic"]) for e in detail["timeline"]]

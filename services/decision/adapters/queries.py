@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -60,8 +60,8 @@ async def timeline(session: AsyncSession, case_id: str) -> list[dict[str, Any]]:
             "direction": r.direction,
             "topic": r.topic,
             "event_id": r.event_id,
-            "occurred_at": r.occurred_at,
-            "recorded_at": r.recorded_at,
+            "occurred_at": utc(r.occurred_at),
+            "recorded_at": utc(r.recorded_at),
             "summary": json.loads(r.summary),
         }
         for r in (await session.execute(query)).all()
@@ -113,7 +113,7 @@ async def case_counts(session: AsyncSession) -> dict[str, int]:
 
 async def audit_for(session: AsyncSession, case_id: str) -> list[dict[str, Any]]:
     query = select(approval_audit).where(approval_audit.c.case_id == case_id).order_by(approval_audit.c.id)
-    return [dict(r._mapping) for r in (await session.execute(query)).all()]
+    return [{**r._mapping, "at": utc(r.at)} for r in (await session.execute(query)).all()]
 
 
 def case_view(row: Any) -> dict[str, Any]:
@@ -135,6 +135,11 @@ def case_view(row: Any) -> dict[str, Any]:
         "second_job_id": row.second_job_id,
         "second_provider_id": row.second_provider_id,
         "outcome": row.outcome,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
+        "created_at": utc(row.created_at),
+        "updated_at": utc(row.updated_at),
     }
+
+
+def utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes (stored in UTC); the API always answers with an offset."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
