@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "services.simulate.commands",
     "services.operator_tools.commands",
     "services.contracts",
+    "services.tokens",
 )
 
 
