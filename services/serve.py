@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 
+from services.common import logs, tracing
 from services.common.service_app import ServiceSpec, create_app
-from services.common.settings import SERVICES, service_settings
+from services.common.settings import SERVICES, TracingSettings, service_settings
 
 
 def load_spec(service: str) -> ServiceSpec:
@@ -18,10 +18,8 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = service_settings(args.service)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s {args.service} %(name)s: %(message)s",
-    )
+    logs.configure(args.service, level=settings.log_level, fmt=settings.log_format)
+    tracing.configure(args.service, TracingSettings().exporter)
     if args.migrate:
         migrate_service(args.service)
     app = create_app(load_spec(args.service), settings)
@@ -30,6 +28,7 @@ def serve(args: argparse.Namespace) -> int:
         host=settings.http_host,
         port=settings.http_port,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers go through the handler configured above
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     return 0

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opentelemetry import trace
 from pydantic import ValidationError
 from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -21,9 +23,9 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.v1 import Event, dlq_topic
-from services.common import dlq_headers, inbox, outbox
+from services.common import dlq_headers, inbox, logs, outbox, tracing
 from services.common.backoff import Backoff
-from services.common.metrics import ServiceMetrics
+from services.common.metrics import APPLIED, DEAD_LETTERED, DUPLICATE, RETRY, ServiceMetrics, staged_increments
 from services.common.pan import contains_card_number, mask_card_numbers
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class Record(Protocol):
     timestamp: int
     key: bytes | None
     value: bytes | None
+    # headers: Sequence[tuple[str, bytes | None]] is read when present (trace context).
 
 
 class BadInput(Exception):
@@ -112,8 +115,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
-# What `EventConsumer.process` did with a record, besides "applied" and "duplicate".
-DEAD_LETTERED = "dead_lettered"
+# `EventConsumer.process` returns what it did with a record: APPLIED, DUPLICATE or DEAD_LETTERED.
 
 
 class DeadLetterSink(Protocol):
@@ -136,59 +138,91 @@ class EventConsumer:
     backoff: Backoff = field(default_factory=Backoff)
     # Topics whose records wait until an event is set (e.g. grants until the directory caught up).
     gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    tracer: trace.Tracer = field(default_factory=tracing.tracer)
 
     async def process(self, record: Record) -> str:
-        """Returns when the record is applied, was a duplicate, or is in its DLQ: which one."""
-        route = self.routes[record.topic]
-        gate = self.gates.get(record.topic)
-        if gate is not None and not gate.is_set():
-            log.info("holding %s until its prerequisite topic has caught up", _where(record))
-            await gate.wait()
-        try:
-            event = decode(record.value, route.model)
-        except BadInput as exc:
-            await self._to_dlq(record, exc.error_class, str(exc))
-            return DEAD_LETTERED
-        return await self._apply_with_retry(route, event, record)
+        """Returns when the record is applied, was a duplicate, or is in its DLQ: which one.
 
-    async def _apply_with_retry(self, route: Route, event: Event, record: Record) -> str:
+        Lines logged meanwhile carry the record's topic, partition, offset and, once decoded, its
+        event_id and service_order_id; the work runs in a consumer span continuing the record's trace.
+        """
+        route = self.routes[record.topic]
+        with logs.event_fields(topic=record.topic, partition=record.partition, offset=record.offset):
+            gate = self.gates.get(record.topic)
+            if gate is not None and not gate.is_set():
+                log.info("holding %s until its prerequisite topic has caught up", _where(record))
+                await gate.wait()
+            with tracing.consumer_span(record, self.tracer) as span:
+                started = time.perf_counter()
+                try:
+                    event = decode(record.value, route.model)
+                except BadInput as exc:
+                    self._observe(record.topic, DEAD_LETTERED, started)
+                    tracing.set_outcome(span, DEAD_LETTERED, exc.error_class)
+                    await self._to_dlq(record, exc.error_class, str(exc))
+                    return DEAD_LETTERED
+                order = getattr(event, "service_order_id", None)
+                tracing.set_event(span, event.event_id, order)
+                with logs.event_fields(event_id=event.event_id, service_order_id=order):
+                    outcome = await self._apply_with_retry(route, event, record, span, started)
+                    if outcome != DEAD_LETTERED:
+                        tracing.set_outcome(span, outcome)
+                    return outcome
+
+    def _observe(self, topic: str, outcome: str, started: float) -> None:
+        self.metrics.handler_duration.labels(topic, outcome).observe(time.perf_counter() - started)
+
+    async def _apply_with_retry(
+        self, route: Route, event: Event, record: Record, span: trace.Span, started: float
+    ) -> str:
         failures = 0
         while True:
             try:
                 outcome = await self._apply(route, event, record)
+                self._observe(record.topic, outcome, started)
                 self.metrics.handled.labels(record.topic, outcome).inc()
                 return outcome
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failures += 1
+                error = type(exc).__name__
                 if not is_transient(exc) and failures >= self.max_attempts:
+                    self._observe(record.topic, DEAD_LETTERED, started)
+                    tracing.set_outcome(span, DEAD_LETTERED, error)
                     log.exception("handler failed %d times on %s; dead-lettering", failures, _where(record))
-                    await self._to_dlq(record, "handler_error", f"{type(exc).__name__}: {exc}")
+                    await self._to_dlq(record, "handler_error", f"{error}: {exc}", logs.describe(exc))
                     return DEAD_LETTERED
-                self.metrics.retries.labels(record.topic, type(exc).__name__).inc()
-                log.warning("retrying %s after %s: %s", _where(record), type(exc).__name__, exc)
+                self._observe(record.topic, RETRY, started)
+                span.add_event("retry", {"attempt": failures, tracing.ERROR_TYPE: error})
+                self.metrics.retries.labels(record.topic, error).inc()
+                log.warning("retrying %s after %s: %s", _where(record), error, logs.describe(exc))
                 await asyncio.sleep(self.backoff.delay(failures))
+                started = time.perf_counter()
 
     async def _apply(self, route: Route, event: Event, record: Record) -> str:
-        async with self.sessions() as session, session.begin():
-            fresh = await inbox.claim(
-                session,
-                self.inbox_table,
-                consumer=self.name,
-                event_id=event.event_id,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
-            if not fresh:
-                return "duplicate"
-            for outgoing in await route.handle(session, event):
-                await outbox.stage(session, self.outbox_table, outgoing)
+        # Counter increments a handler makes count only if this transaction commits (not once per try).
+        with staged_increments() as increments:
+            async with self.sessions() as session, session.begin():
+                fresh = await inbox.claim(
+                    session,
+                    self.inbox_table,
+                    consumer=self.name,
+                    event_id=event.event_id,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+                if not fresh:
+                    return DUPLICATE
+                for outgoing in await route.handle(session, event):
+                    await outbox.stage(session, self.outbox_table, outgoing)
+        increments.apply()
         self.on_committed()
-        return "applied"
+        return APPLIED
 
-    async def _to_dlq(self, record: Record, error_class: str, message: str) -> None:
+    async def _to_dlq(self, record: Record, error_class: str, message: str, detail: str | None = None) -> None:
+        """Publish the record (card numbers masked) to its DLQ; `detail` is what the log says of the error."""
         value = mask_card_numbers(record.value or b"")
         headers = [
             (dlq_headers.ORIGINAL_TOPIC, record.topic.encode()),
@@ -207,10 +241,10 @@ class EventConsumer:
                 raise
             except Exception as exc:  # broker unavailable: transient, keep the offset
                 failures += 1
-                log.warning("DLQ publish for %s failed: %s", _where(record), exc)
+                log.warning("DLQ publish for %s failed: %s", _where(record), logs.describe(exc))
                 await asyncio.sleep(self.backoff.delay(failures))
         self.metrics.dead_lettered.labels(record.topic, error_class).inc()
-        log.warning("dead-lettered %s: %s (%s)", _where(record), error_class, message[:200])
+        log.warning("dead-lettered %s: %s (%s)", _where(record), error_class, (detail or message)[:200])
 
 
 def _where(record: Record) -> str:

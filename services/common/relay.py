@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.common import logs
 from services.common.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 failures, self.healthy = failures + 1, False
-                log.warning("outbox relay: %s (retry %d)", exc, failures)
+                log.warning("outbox relay: %s (retry %d)", logs.describe(exc), failures)
                 await asyncio.sleep(self._backoff.delay(failures))
                 continue
             if sent < self._batch_size:
@@ -94,13 +96,26 @@ class OutboxRelay:
     async def _publish(self, rows: Sequence[Row[Any]]) -> None:
         # Pipeline the batch: sends are queued in id order (the idempotent producer keeps
         # per-partition order), then every acknowledgement is awaited before marking sent.
-        acks = [
-            await self._send(
-                row.topic,
-                row.key.encode(),
-                row.payload.encode(),
-                [("event_id", row.event_id.encode()), ("content-type", b"application/json")],
-            )
-            for row in rows
-        ]
+        acks = [await self._send(row.topic, row.key.encode(), row.payload.encode(), headers(row)) for row in rows]
         await asyncio.gather(*acks)
+
+
+# Headers the relay always sets itself; a stored header of the same name is not sent.
+_OWN_HEADERS = ("event_id", "content-type")
+
+
+def headers(row: Row[Any]) -> list[tuple[str, bytes]]:
+    """The Kafka headers of an outbox row: event_id, content-type, then the stored ones (trace context)."""
+    out = [("event_id", row.event_id.encode()), ("content-type", b"application/json")]
+    stored = getattr(row, "headers", None)
+    if not stored:
+        return out
+    try:
+        extra = json.loads(stored)
+    except ValueError:
+        extra = None
+    if not isinstance(extra, dict):
+        log.warning("outbox row %s has unreadable headers; sending it without them", row.id)
+        return out
+    out += [(str(k), str(v).encode()) for k, v in extra.items() if k not in _OWN_HEADERS and v is not None]
+    return out

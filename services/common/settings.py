@@ -41,6 +41,14 @@ class StackSettings(BaseSettings):
     kafka_heap: str = "512m"
 
 
+class TracingSettings(BaseSettings):
+    """`OTEL_EXPORTER`: `none` (spans are made and trace context propagated, nothing exported) or `console`."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    exporter: Literal["none", "console"] = "none"
+
+
 def group_id(service: str, kafka: KafkaSettings | None = None) -> str:
     prefix = (kafka or KafkaSettings()).group_prefix
     return f"{prefix}-{service}"
@@ -59,6 +67,7 @@ class ServiceSettings(BaseSettings):
     # = ops.kafka MAX_RECORD_BYTES + DLQ_HEADROOM_BYTES: the DLQ copy of the largest record a topic accepts.
     max_record_bytes: int = Field(default=10_551_296, description="largest record produced or fetched")
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(default="json", description="json: one JSON object a line")
     lag_interval_s: float = Field(default=5.0, gt=0, description="how often lag is measured")
     stall_after_s: float = Field(default=60.0, gt=0, description="lag with no progress this long turns readiness red")
     shutdown_grace_s: int = Field(default=10, ge=1, description="seconds SIGTERM waits for in-flight work")

@@ -269,6 +269,21 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 RETRY_LINE = re.compile(r"^(\S+ \S+) WARNING (\w+) services\.common\.consumer: retrying (\S+) after")
+RETRY_MESSAGE = re.compile(r"^retrying (\S+) after")
+
+
+def _retry_at(line: str) -> tuple[float, str, str] | None:
+    """(time, service, record) of a consumer's retry line, JSON (the default) or text."""
+    if line.startswith("{"):
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            m = RETRY_MESSAGE.match(str(entry.get("message", "")))
+            if m and entry.get("logger") == "services.common.consumer" and entry.get("level") == "WARNING":
+                return datetime.fromisoformat(entry["time"]).timestamp(), entry["service"], m[1]
+        return None
+    if m := RETRY_LINE.match(line):
+        return datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp(), m[2], m[3]
+    return None
 
 
 def _retry_lines(stack: TestStack, offsets: dict[str, int]) -> dict[tuple[str, str], list[float]]:
@@ -278,9 +293,8 @@ def _retry_lines(stack: TestStack, offsets: dict[str, int]) -> dict[tuple[str, s
         with svc.log_file.open("rb") as log:
             log.seek(offsets[name])
             for line in log.read().decode(errors="replace").splitlines():
-                if m := RETRY_LINE.match(line):
-                    at = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                    times[(m[2], m[3])].append(at)
+                if found := _retry_at(line):
+                    times[(found[1], found[2])].append(found[0])
     return times
 
 

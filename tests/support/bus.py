@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from services.common import db
 from services.common.consumer import EventConsumer
 from services.common.metrics import ServiceMetrics
+from services.common.relay import headers as relay_headers
 from services.common.service_app import ServiceSpec
 
 
@@ -29,6 +30,7 @@ class FakeRecord:
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Published:
     topic: str
     key: str
     value: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)  # as the relay would send them
 
 
 @dataclass
@@ -71,7 +74,9 @@ class ServiceUnderTest:
                 await session.execute(
                     update(table).where(table.c.id.in_([r.id for r in rows])).values(published_at=db_now())
                 )
-        return [Published(r.topic, r.key, json.loads(r.payload)) for r in rows]
+        return [
+            Published(r.topic, r.key, json.loads(r.payload), {k: v.decode() for k, v in relay_headers(r)}) for r in rows
+        ]
 
     async def stop(self) -> None:
         await self.engine.dispose()
@@ -90,9 +95,12 @@ class InMemoryBus:
         self.held: list[Published] = []
         self._offsets = itertools.count()
 
-    async def publish(self, topic: str, key: str, value: dict[str, Any] | bytes) -> None:
+    async def publish(
+        self, topic: str, key: str, value: dict[str, Any] | bytes, headers: dict[str, str] | None = None
+    ) -> None:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-        record = FakeRecord(topic, 0, next(self._offsets), 0, key.encode(), raw)
+        encoded = [(k, v.encode()) for k, v in (headers or {}).items()]
+        record = FakeRecord(topic, 0, next(self._offsets), 0, key.encode(), raw, encoded)
         for service in self.services:
             if topic in service.consumer.routes:
                 await service.consumer.process(record)
@@ -111,12 +119,12 @@ class InMemoryBus:
                 if published.topic in hold:
                     self.held.append(published)
                 else:
-                    await self.publish(published.topic, published.key, published.value)
+                    await self.publish(published.topic, published.key, published.value, published.headers)
 
     async def release(self, topic: str) -> None:
         for published in [p for p in self.held if p.topic == topic]:
             self.held.remove(published)
-            await self.publish(published.topic, published.key, published.value)
+            await self.publish(published.topic, published.key, published.value, published.headers)
         await self.settle()
 
     def events(self, topic: str, **match: Any) -> list[dict[str, Any]]:
