@@ -23,7 +23,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.migrate:
         migrate_service(args.service)
     app = create_app(load_spec(args.service), settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.http_port,
@@ -31,6 +31,10 @@ def serve(args: argparse.Namespace) -> int:
         log_config=None,  # uvicorn's loggers go through the handler configured above
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
+    server = uvicorn.Server(config)
+    # SIGTERM while start-up still waits for the broker must end the process, not be held until it answers.
+    app.state.runtime.should_stop = lambda: server.should_exit
+    server.run()
     return 0
 
 

@@ -109,6 +109,8 @@ class Runtime:
     drain: Drain = field(default_factory=lambda: Drain())
     progress: Progress = field(default_factory=lambda: Progress())
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # True once the process was asked to stop (SIGTERM): start-up stops retrying unreachable dependencies.
+    should_stop: Callable[[], bool] = lambda: False
 
 
 def create_app(spec: ServiceSpec, settings: ServiceSettings, kafka: KafkaSettings | None = None) -> FastAPI:
@@ -142,7 +144,7 @@ async def _start(rt: Runtime) -> None:
         linger_ms=2,
         max_request_size=rt.settings.max_record_bytes,
     )
-    await _retry_forever("kafka producer", rt.producer.start)
+    await _retry_forever("kafka producer", rt.producer.start, rt.should_stop)
     producer = rt.producer
 
     async def send(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
@@ -167,7 +169,7 @@ async def _start(rt: Runtime) -> None:
     rt.gates = consumer.gates
     rt.tasks.append(asyncio.create_task(_watch_lag(rt), name=f"{rt.spec.name}-lag"))
     rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{rt.spec.name}-relay"))
-    await _retry_forever("kafka consumers", rt.broker.start)
+    await _retry_forever("kafka consumers", rt.broker.start, rt.should_stop)
     log.info("%s service started (group %s)", rt.spec.name, group_id(rt.spec.name, rt.kafka))
 
 
@@ -283,9 +285,15 @@ def _dead_letter_sink(producer: AIOKafkaProducer) -> Callable[..., Any]:
     return send
 
 
-async def _retry_forever(what: str, start: Callable[[], Any]) -> None:
+class StartupAborted(Exception):
+    """Asked to stop while a dependency was still unreachable at start-up."""
+
+
+async def _retry_forever(what: str, start: Callable[[], Any], should_stop: Callable[[], bool]) -> None:
     delay = 0.5
     while True:
+        if should_stop():
+            raise StartupAborted(f"stopping before {what} was reachable")
         try:
             await start()
             return
