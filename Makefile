@@ -5,7 +5,7 @@ SO := uv run second-opinion
 ORDERS ?= 400
 SEED ?= 7
 
-.PHONY: help install run up down status test test-unit test-service test-integration scenarios scenarios-sqlite chaos contracts lint
+.PHONY: help install run up down status test test-unit test-service test-integration test-e2e scenarios scenarios-sqlite chaos contracts lint
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -35,6 +35,9 @@ test-unit: ## fast tests, no broker or database server
 
 test-integration: install ## tests on the real broker and database
 	@uv run pytest tests/integration tests/scenarios
+
+test-e2e: install ## the console in headless Chromium and the case API fuzzed by Schemathesis, on the real stack (PostgreSQL)
+	@uv run pytest tests/e2e
 
 scenarios-sqlite: install ## the scenarios with the services on SQLite
 	@TEST_DATABASE=sqlite uv run pytest tests/scenarios

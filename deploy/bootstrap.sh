@@ -23,6 +23,10 @@ java_ok() { command -v java >/dev/null && java -version 2>&1 | grep -Eq 'version
 java_ok || apt_install openjdk-17-jre-headless
 java_ok || die "Java 17 or newer is required for the Kafka broker."
 command -v mvn >/dev/null || apt_install maven
+# Headless Chromium for the browser tests (tests/e2e): Playwright drives the system's, never downloads one.
+if ! command -v chromium >/dev/null; then
+  if can_apt; then apt_install chromium; else say "no chromium: tests/e2e need it (Debian/Ubuntu: sudo apt-get install -y chromium)"; fi
+fi
 
 if ! command -v uv >/dev/null; then
   say "installing uv (Python package manager) with pip"

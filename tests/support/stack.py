@@ -175,8 +175,10 @@ class TestStack:
 
 
 @contextlib.contextmanager
-def running_stack(infra: Infra, database: str, work_dir: Path) -> Iterator[TestStack]:
-    label = ("pg" if database == "postgres" else "sqlite") + (f"_{STACK_ID}" if STACK_ID else "")
+def running_stack(infra: Infra, database: str, work_dir: Path, label_suffix: str = "") -> Iterator[TestStack]:
+    """`label_suffix` keeps a second stack's databases, consumer groups and files apart from the first's."""
+    label = ("pg" if database == "postgres" else "sqlite") + (f"_{label_suffix}" if label_suffix else "")
+    label += f"_{STACK_ID}" if STACK_ID else ""
     ks = KafkaSettings(bootstrap_servers=infra.bootstrap_servers)
     kafka.create_topics(ks)
     urls = create_databases(infra, database, label, work_dir)

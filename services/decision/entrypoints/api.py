@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 CaseStatus = Literal[
     "awaiting_report", "awaiting_approval", "granted", "dispatched", "unassigned", "denied", "concluded"
 ]
-CaseId = Annotated[str, Path(min_length=1, max_length=64, description="the case_id of a decision event")]
+# PostgreSQL text cannot hold U+0000: text input carrying it is refused (422) before it reaches a query.
+NO_NUL = r"^[^\x00]*$"
+CaseId = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=NO_NUL, description="the case_id of a decision event")
+]
 
 _bearer = HTTPBearer(auto_error=False, description="JWT with `sub` (user id) and `role`")
 
@@ -97,7 +101,7 @@ class ApprovalIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["approve", "deny"]
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
 
 
 class ApprovalOut(BaseModel):
@@ -132,7 +136,7 @@ def current_user(
 
 
 User = Annotated[Principal, Depends(current_user)]
-router = APIRouter(prefix="/api", tags=["cases"])
+router = APIRouter(prefix="/api", tags=["cases"], responses={401: {"description": "no or bad token"}})
 
 
 def _sessions(request: Request) -> Any:
@@ -146,7 +150,7 @@ async def list_cases(
     status_: Annotated[CaseStatus | None, Query(alias="status")] = None,
     source: v1.Source | None = None,
     reason_code: v1.ReasonCode | None = None,
-    service_order_id: Annotated[str | None, Query(max_length=200)] = None,
+    service_order_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
     min_age_s: Annotated[int | None, Query(ge=0, le=10**9, description="created at least this long ago")] = None,
     max_age_s: Annotated[int | None, Query(ge=0, le=10**9, description="created at most this long ago")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -168,7 +172,12 @@ async def list_cases(
     return {"total": total, "limit": limit, "offset": offset, "cases": cases}
 
 
-@router.get("/cases/{case_id}", response_model=CaseDetail, summary="A case with its timeline")
+@router.get(
+    "/cases/{case_id}",
+    response_model=CaseDetail,
+    summary="A case with its timeline",
+    responses={404: {"description": "no such case"}},
+)
 async def get_case(request: Request, _: User, case_id: CaseId) -> dict[str, Any]:
     async with _sessions(request)() as session:
         found = await queries.get_case(session, case_id)
@@ -212,6 +221,8 @@ async def submit_approval(
 ) -> approvals.Outcome:
     """Shared by the API and the console: audit, stage, commit, wake the relay; errors as HTTP."""
     runtime = request.app.state.runtime
+    if note is not None and "\x00" in note:  # the console's form note has no schema pattern
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the note contains a NUL character")
     try:
         async with runtime.sessions() as session, session.begin():
             outcome = await approvals.record(
