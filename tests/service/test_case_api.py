@@ -215,7 +215,9 @@ class TestApproval:
             json={"decision": "approve", "note": f"paid with {pan}"},
             headers=bearer("supervisor"),
         )
-        assert r.status_code == 422 and "card number" in r.json()["detail"] and pan not in r.text
+        assert r.status_code == 422 and pan not in r.text
+        [error] = r.json()["detail"]
+        assert error["loc"] == ["body", "note"] and "card number" in error["msg"]
         async with client.decision.sessions() as session:
             assert await session.scalar(select(func.count()).select_from(approval_audit)) == 0
         await client.bus.settle()
@@ -296,6 +298,14 @@ class TestConsole:
         assert r.status_code == 403
         await client.bus.settle()
         assert client.bus.events("second_opinion.approval_recorded") == []
+
+    async def test_a_card_number_in_a_form_note_is_refused_on_the_page(self, client):
+        case_id = await pending_case(client.bus)
+        await self.login(client, "supervisor")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', (await client.get("/console/queue")).text).group(1)
+        data = {"decision": "approve", "csrf": csrf, "note": "card 4111-1111-1111-1111"}
+        r = await client.post(f"/console/cases/{case_id}/approval", data=data)
+        assert r.status_code == 422 and "card number" in r.text and "4111-1111-1111-1111" not in r.text
 
     async def test_an_agent_sees_disabled_buttons_and_is_refused(self, client):
         case_id = await pending_case(client.bus)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -222,17 +223,22 @@ async def submit_approval(
     """Shared by the API and the console: audit, stage, commit, wake the relay; errors as HTTP."""
     runtime = request.app.state.runtime
     if note is not None and "\x00" in note:  # the console's form note has no schema pattern
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the note contains a NUL character")
+        raise _bad_note("the note contains a NUL character")
     try:
         async with runtime.sessions() as session, session.begin():
             outcome = await approvals.record(
                 session, runtime.spec.outbox, who, case_id, decision, note, datetime.now(UTC)
             )
     except approvals.BadNote as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        raise _bad_note(str(exc)) from exc
     log.info("approval attempt on case %s by %s (%s): %s", case_id, who.user_id, who.role, outcome.kind)
     if outcome.kind in _STATUS:
         raise HTTPException(_STATUS[outcome.kind], outcome.message)
     if runtime.relay is not None:
         runtime.relay.wake()
     return outcome
+
+
+def _bad_note(message: str) -> RequestValidationError:
+    """A 422 shaped like every other validation error of the API (the documented one)."""
+    return RequestValidationError([{"type": "value_error", "loc": ("body", "note"), "msg": message, "input": None}])

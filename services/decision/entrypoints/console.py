@@ -14,6 +14,7 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -120,6 +121,8 @@ async def approve_or_deny(
         outcome = await submit_approval(request, who, case_id, decision, note.strip() or None)  # type: ignore[arg-type]
     except HTTPException as exc:
         return _page(request, "error.html", who, code=exc.status_code, message=exc.detail)
+    except RequestValidationError as exc:
+        return _page(request, "error.html", who, code=422, message=exc.errors()[0]["msg"])
     target = "/console/queue" if back == "queue" else f"/console/cases/{case_id}"
     flash = f"{decision} of case {case_id} recorded" if outcome.kind == "recorded" else outcome.message
     return RedirectResponse(f"{target}?flash={flash}", status.HTTP_303_SEE_OTHER)
