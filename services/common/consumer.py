@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas.v1 import Event, dlq_topic
 from services.common import dlq_headers, inbox, logs, outbox, tracing
 from services.common.backoff import Backoff
+from services.common.db import lock_orders
 from services.common.metrics import APPLIED, DEAD_LETTERED, DUPLICATE, RETRY, ServiceMetrics, staged_increments
 from services.common.pan import contains_card_number, mask_card_numbers
 
@@ -169,6 +170,64 @@ class EventConsumer:
                         tracing.set_outcome(span, outcome)
                     return outcome
 
+    async def process_batch(self, records: Sequence[Record]) -> list[str]:
+        """Apply records in one transaction, in order: one commit point for the whole batch.
+
+        Bad input is dead-lettered first. If any event of the batch fails, the transaction is
+        rolled back and every record is processed on its own (with its retries), so one failing
+        event holds back none of the others and the order of each service order's events is kept.
+        """
+        for topic in dict.fromkeys(r.topic for r in records):
+            gate = self.gates.get(topic)
+            if gate is not None and not gate.is_set():
+                log.info("holding a batch with %s until its prerequisite topic has caught up", topic)
+                await gate.wait()
+        started = time.perf_counter()
+        outcomes: dict[int, str] = {}
+        decoded: list[tuple[int, Record, Route, Event]] = []
+        for i, record in enumerate(records):
+            route = self.routes[record.topic]
+            try:
+                decoded.append((i, record, route, decode(record.value, route.model)))
+            except BadInput as exc:
+                with logs.event_fields(topic=record.topic, partition=record.partition, offset=record.offset):
+                    await self._to_dlq(record, exc.error_class, str(exc))
+                outcomes[i] = DEAD_LETTERED
+        try:
+            outcomes |= await self._apply_all(decoded)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("a batch of %d failed (%s); applying its records one by one", len(decoded), logs.describe(exc))
+            for i, record, _, _ in decoded:
+                outcomes[i] = await self.process(record)
+            return [outcomes[i] for i in range(len(records))]
+        for i, record, _, _ in decoded:
+            self._observe(record.topic, outcomes[i], started)
+            self.metrics.handled.labels(record.topic, outcomes[i]).inc()
+        return [outcomes[i] for i in range(len(records))]
+
+    async def _apply_all(self, decoded: Sequence[tuple[int, Record, Route, Event]]) -> dict[int, str]:
+        outcomes: dict[int, str] = {}
+        with staged_increments() as increments:
+            async with self.sessions() as session, session.begin():
+                # Per-order locks in one sorted pass, so two batches never wait on each other in a cycle.
+                orders = sorted({o for *_, ev in decoded if (o := getattr(ev, "service_order_id", None))})
+                await lock_orders(session, orders)
+                for i, record, route, event in decoded:
+                    # Each event keeps its own span (so its outbox rows continue its trace) and log fields.
+                    order = getattr(event, "service_order_id", None)
+                    with (
+                        tracing.consumer_span(record, self.tracer) as span,
+                        logs.event_fields(event_id=event.event_id, service_order_id=order),
+                    ):
+                        tracing.set_event(span, event.event_id, order)
+                        outcomes[i] = await self._apply_in(session, route, event, record)
+                        tracing.set_outcome(span, outcomes[i])
+        increments.apply()
+        self.on_committed()
+        return outcomes
+
     def _observe(self, topic: str, outcome: str, started: float) -> None:
         self.metrics.handler_duration.labels(topic, outcome).observe(time.perf_counter() - started)
 
@@ -204,21 +263,26 @@ class EventConsumer:
         # Counter increments a handler makes count only if this transaction commits (not once per try).
         with staged_increments() as increments:
             async with self.sessions() as session, session.begin():
-                fresh = await inbox.claim(
-                    session,
-                    self.inbox_table,
-                    consumer=self.name,
-                    event_id=event.event_id,
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
-                if not fresh:
-                    return DUPLICATE
-                for outgoing in await route.handle(session, event):
-                    await outbox.stage(session, self.outbox_table, outgoing)
+                outcome = await self._apply_in(session, route, event, record)
         increments.apply()
         self.on_committed()
+        return outcome
+
+    async def _apply_in(self, session: AsyncSession, route: Route, event: Event, record: Record) -> str:
+        """Inbox claim, state change and outbox rows of one event, in the caller's transaction."""
+        fresh = await inbox.claim(
+            session,
+            self.inbox_table,
+            consumer=self.name,
+            event_id=event.event_id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        if not fresh:
+            return DUPLICATE
+        for outgoing in await route.handle(session, event):
+            await outbox.stage(session, self.outbox_table, outgoing)
         return APPLIED
 
     async def _to_dlq(self, record: Record, error_class: str, message: str, detail: str | None = None) -> None:

@@ -66,6 +66,18 @@ async def lock_order(session: AsyncSession, service_order_id: str) -> None:
         )
 
 
+async def lock_orders(session: AsyncSession, service_order_ids: list[str]) -> None:
+    """Take the per-order locks of several orders, in the given (sorted) order; see lock_order."""
+    if session.bind.dialect.name == "postgresql" and service_order_ids:
+        await session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+                "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS sorted"
+            ),
+            {"keys": service_order_ids},
+        )
+
+
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData, Table, func, select
 
 from services.common import db, kafka_offsets
+from services.common.committer import Committer
 from services.common.consumer import EventConsumer, Route
 from services.common.metrics import ServiceMetrics
 from services.common.relay import OutboxRelay
@@ -109,6 +110,7 @@ class Runtime:
     drain: Drain = field(default_factory=lambda: Drain())
     progress: Progress = field(default_factory=lambda: Progress())
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    committer: Committer = field(default_factory=lambda: Committer(0))
     # True once the process was asked to stop (SIGTERM): start-up stops retrying unreachable dependencies.
     should_stop: Callable[[], bool] = lambda: False
 
@@ -162,6 +164,9 @@ async def _start(rt: Runtime) -> None:
         on_committed=rt.relay.wake,
         max_attempts=rt.settings.max_attempts,
     )
+    rt.committer = Committer(rt.settings.commit_interval_ms / 1000)
+    if rt.committer.gathering:
+        rt.tasks.append(asyncio.create_task(rt.committer.run(), name=f"{rt.spec.name}-commits"))
     rt.broker = _build_broker(rt, consumer)
     for gated, watched in rt.spec.catch_up_before.items():
         consumer.gates[gated] = gate = asyncio.Event()
@@ -180,6 +185,8 @@ async def _stop(rt: Runtime) -> None:
         log.warning(
             "shutdown grace of %ss ran out with %d record(s) in flight", rt.settings.shutdown_grace_s, rt.drain.inflight
         )
+    with contextlib.suppress(Exception):
+        await rt.committer.flush()  # what finished within the grace period is committed, nothing else
     if rt.broker is not None:
         await rt.broker.stop()
     for task in rt.tasks:
@@ -206,8 +213,14 @@ async def _tolerant_parser(record: Any, parse: Callable[[Any], Any]) -> Any:
     try:
         return await parse(record)
     except (UnicodeDecodeError, AttributeError):
-        headers = [(k, (v or b"").decode("utf-8", "replace").encode()) for k, v in record.headers]
-        return await parse(replace(record, headers=headers))
+        if isinstance(record, tuple):  # a batch
+            return await parse(tuple(_readable_headers(r) for r in record))
+        return await parse(_readable_headers(record))
+
+
+def _readable_headers(record: Any) -> Any:
+    headers = [(k, (v or b"").decode("utf-8", "replace").encode()) for k, v in record.headers]
+    return replace(record, headers=headers)
 
 
 def _build_broker(rt: Runtime, consumer: EventConsumer) -> KafkaBroker:
@@ -217,6 +230,9 @@ def _build_broker(rt: Runtime, consumer: EventConsumer) -> KafkaBroker:
     # (15 s by default) would add to it, hang on records Drain holds, and let work still in
     # flight after the grace period finish and commit.
     broker = KafkaBroker(rt.kafka.bootstrap_servers, logger=broker_log, graceful_timeout=None)
+    batched = rt.settings.batch_max > 1
+    batching: dict[str, Any] = {"batch": True, "max_records": rt.settings.batch_max} if batched else {}
+    make_handler = _batch_handler if batched else _handler
     for topics in _consumer_topics(rt.spec, list(consumer.routes)):
         subscriber = broker.subscriber(
             *topics,
@@ -230,8 +246,9 @@ def _build_broker(rt: Runtime, consumer: EventConsumer) -> KafkaBroker:
             # happens to lead the response (the broker's one-oversized-batch allowance); the 50 MiB
             # default fetch_max_bytes already exceeds it.
             max_partition_fetch_bytes=rt.settings.max_record_bytes,
+            **batching,
         )
-        subscriber(_handler(consumer, rt.drain))
+        subscriber(make_handler(consumer, rt.drain, rt.committer))
         rt.subscribers.append(subscriber)
     return broker
 
@@ -265,14 +282,21 @@ def _consumer_topics(spec: ServiceSpec, topics: list[str]) -> list[list[str]]:
     return [*separate, shared] if shared else separate
 
 
-def _handler(consumer: EventConsumer, drain: Drain) -> Callable[..., Any]:
+def _handler(consumer: EventConsumer, drain: Drain, committer: Committer) -> Callable[..., Any]:
     async def handle(body: bytes, msg: KafkaMessage) -> None:
         async with drain.handling():
             await consumer.process(msg.raw_message)
-            try:
-                await msg.ack()
-            except Exception as exc:  # e.g. a commit refused during a rebalance: the inbox dedupes the redelivery
-                log.warning("offset commit failed: %s", exc)
+            await committer.done(msg.consumer, (msg.raw_message,))
+
+    return handle
+
+
+def _batch_handler(consumer: EventConsumer, drain: Drain, committer: Committer) -> Callable[..., Any]:
+    async def handle(body: list[bytes], msg: KafkaMessage) -> None:
+        async with drain.handling():
+            records = msg.raw_message
+            await consumer.process_batch(records)
+            await committer.done(msg.consumer, records)
 
     return handle
 
