@@ -21,7 +21,21 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str) -> AsyncEngine:
     if is_sqlite(url):
         return _sqlite_engine(url)
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=5)
+    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=5, connect_args=_pg_args(url))
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _pg_args(url: str) -> dict[str, object]:
+    """asyncpg tries TLS first ("prefer"); on loopback that only costs CPU on every statement.
+
+    A URL that says `ssl=` (or `sslmode=`) keeps its own choice; any other host keeps the default.
+    """
+    parsed = make_url(url)
+    if parsed.host in LOOPBACK and not {"ssl", "sslmode"} & set(parsed.query):
+        return {"ssl": False}
+    return {}
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
