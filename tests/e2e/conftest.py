@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from services.common.kafka_offsets import partitions
 from services.common.settings import SERVICES, KafkaSettings, StackSettings, group_id
 from services.operator_tools.replay import input_topics
 from services.ops import kafka, postgres
+from tests.faults.probes import skip_history
 from tests.support.stack import ROOT, STACK_ID, Infra, running_stack
 
 if TYPE_CHECKING:
@@ -67,14 +66,7 @@ async def _start_groups_at_end(bootstrap: str, group_prefix: str) -> None:
     """Commits every service group's offsets at the current end of each of its input topics."""
     ks = KafkaSettings(bootstrap_servers=bootstrap, group_prefix=group_prefix)
     for svc in SERVICES:
-        parts = [tp for topic in input_topics(svc) for tp in await partitions(bootstrap, topic)]
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id(svc, ks), enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign(parts)
-            await consumer.commit(await consumer.end_offsets(parts))
-        finally:
-            await consumer.stop()
+        await skip_history(bootstrap, group_id(svc, ks), input_topics(svc))
 
 
 @pytest.fixture(scope="package")

@@ -260,6 +260,8 @@ class TestCaseList:
         assert (page["total"], [c["case_id"] for c in page["cases"]]) == (2, [case_id])
         r = await client.get("/api/cases", params={"status": "bogus"}, headers=h)
         assert r.status_code == 422
+        r = await client.get("/api/cases", params={"stauts": "denied"}, headers=h)  # a typo is not "no filter"
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "stauts"]
 
 
 class TestConsole:

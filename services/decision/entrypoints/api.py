@@ -137,7 +137,24 @@ def current_user(
 
 
 User = Annotated[Principal, Depends(current_user)]
-router = APIRouter(prefix="/api", tags=["cases"], responses={401: {"description": "no or bad token"}})
+def no_unknown_query(request: Request) -> None:
+    """A query parameter the operation does not define is an error, not silently ignored (a typo'd filter)."""
+    route = request.scope.get("route")
+    known = {p.alias for p in route.dependant.query_params} if route is not None else set()
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError(
+            [{"type": "extra_forbidden", "loc": ("query", name), "msg": "unknown query parameter", "input": None}
+             for name in unknown]
+        )  # fmt: skip
+
+
+router = APIRouter(
+    prefix="/api",
+    tags=["cases"],
+    responses={401: {"description": "no or bad token"}},
+    dependencies=[Depends(no_unknown_query)],
+)
 
 
 def _sessions(request: Request) -> Any:
