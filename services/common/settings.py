@@ -72,7 +72,7 @@ class ServiceSettings(BaseSettings):
     stall_after_s: float = Field(default=60.0, gt=0, description="lag with no progress this long turns readiness red")
     shutdown_grace_s: int = Field(default=10, ge=1, description="seconds SIGTERM waits for in-flight work")
     commit_interval_ms: int = Field(
-        default=0, ge=0, le=60_000, description="gather offset commits this long (0: commit after each record)"
+        default=100, ge=0, le=60_000, description="gather offset commits this long (0: commit after each record)"
     )
     batch_max: int = Field(
         default=1, ge=1, le=5_000, description="records applied in one transaction (1: one transaction per event)"
