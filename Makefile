@@ -5,7 +5,7 @@ SO := uv run second-opinion
 ORDERS ?= 400
 SEED ?= 7
 
-.PHONY: help install run up down status test test-unit test-service test-integration test-e2e scenarios scenarios-sqlite chaos contracts lint
+.PHONY: help install run up down status test test-unit test-service test-integration test-e2e scenarios scenarios-sqlite chaos bench contracts lint
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -44,6 +44,9 @@ scenarios-sqlite: install ## the scenarios with the services on SQLite
 
 chaos: install ## a soak: 1000 orders under kill -9 and replica churn; report in .run/chaos/ (CHAOS_ARGS="--orders 300")
 	@uv run python -m tests.faults.chaos $(CHAOS_ARGS)
+
+bench: install ## throughput and latency on the real stack (PostgreSQL and SQLite), results in bench/results/ (BENCH_ARGS="--events 300 --rounds 1 --profile")
+	@uv run python -m bench $(BENCH_ARGS)
 
 contracts: ## regenerate the published contract (schemas/json/*.schema.json, schemas/asyncapi.json) from schemas/v1.py
 	@$(SO) contracts generate

@@ -1,0 +1,306 @@
+"""Medians, ratios to the ceilings, the targets, and the results files (JSON and a Markdown table)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+DESCRIPTIONS = {
+    "ceiling-kafka": "raw aiokafka relay: getmany, idempotent acks=all produce, commit per batch",
+    "ceiling-kafka-record-commit": "ceiling-kafka, but the offset committed after every record (as the services)",
+    "ceiling-db": "ceiling-kafka + the decision's DB work with asyncpg, one transaction per event",
+    "ceiling-db-batched": "ceiling-db with N events per transaction",
+    "ceiling-db-concurrent": "ceiling-db on several connections at once (lanes by order), one transaction per event",
+    "ceiling-db-sqlite": "ceiling-kafka + the same DB work with sqlite3, one transaction per event",
+    "decision-pg": "decision service alone on PostgreSQL, default settings: backlog of requests, reports preloaded",
+    "decision-pg-commit-interval": "decision-pg with DECISION_COMMIT_INTERVAL_MS (offset commits gathered)",
+    "decision-pg-batched": "decision-pg with DECISION_BATCH_MAX (records per transaction)",
+    "pipeline-pg": "three services on PostgreSQL, default settings: request to job + payouts, burst",
+    "decision-sqlite": "decision service alone on SQLite, default settings: backlog of requests, reports preloaded",
+    "decision-sqlite-commit-interval": "decision-sqlite with DECISION_COMMIT_INTERVAL_MS",
+    "decision-sqlite-batched": "decision-sqlite with DECISION_BATCH_MAX",
+    "pipeline-sqlite": "three services on SQLite, default settings: request to job + payouts, burst",
+}
+ORDER = tuple(DESCRIPTIONS)
+# Each service figure compared with the ceilings that bound it.
+RATIOS = (
+    ("decision-pg", "ceiling-db"),
+    ("decision-pg", "ceiling-kafka-record-commit"),
+    ("decision-pg", "ceiling-kafka"),
+    ("decision-pg-commit-interval", "ceiling-db"),
+    ("decision-pg-commit-interval", "decision-pg"),
+    ("decision-pg-batched", "ceiling-db-batched"),
+    ("decision-pg-batched", "decision-pg"),
+    ("decision-sqlite", "ceiling-db-sqlite"),
+    ("decision-sqlite", "ceiling-kafka-record-commit"),
+    ("decision-sqlite", "ceiling-kafka"),
+    ("decision-sqlite-commit-interval", "ceiling-db-sqlite"),
+    ("decision-sqlite-commit-interval", "decision-sqlite"),
+    ("decision-sqlite-batched", "decision-sqlite"),
+    ("pipeline-pg", "decision-pg"),
+    ("pipeline-pg", "ceiling-kafka"),
+    ("pipeline-sqlite", "decision-sqlite"),
+    ("pipeline-sqlite", "ceiling-kafka"),
+    ("ceiling-kafka-record-commit", "ceiling-kafka"),
+    ("ceiling-db", "ceiling-kafka"),
+    ("ceiling-db-batched", "ceiling-db"),
+    ("ceiling-db-concurrent", "ceiling-db"),
+    ("ceiling-db-sqlite", "ceiling-kafka"),
+)
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+def rate_of(run: dict[str, Any]) -> float | None:
+    if "throughput" in run:
+        return run["throughput"].get("events_per_s")
+    return run.get("events_per_s")
+
+
+def summarize_variant(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [r for r in runs if r.get("ok")]
+    out: dict[str, Any] = {
+        "description": DESCRIPTIONS.get(name, name),
+        "unit": "events/s",
+        "runs": runs,
+        "failed_runs": len(runs) - len(good),
+        "median_events_per_s": _median([v for r in good if (v := rate_of(r)) is not None]),
+    }
+    if name.startswith("pipeline"):
+        lat = [r["latency"] for r in good if r.get("latency", {}).get("ms")]
+        out["median_latency_ms"] = {
+            q: _median([x["ms"][q] for x in lat if q in x["ms"]]) for q in ("p50", "p99", "p99.9", "max")
+        }
+        out["median_latency_rate_per_s"] = _median([x["target_rate_per_s"] for x in lat])
+        out["latency_samples_per_run"] = [x["samples"] for x in lat]
+    if name.startswith("decision"):
+        out["median_cpu_ms_per_event"] = _median(
+            [r["decision_cpu_ms_per_event"] for r in good if r.get("decision_cpu_ms_per_event")]
+        )
+        stats = [r["postgres_per_request"] for r in good if r.get("postgres_per_request")]
+        if stats:
+            out["median_postgres_per_request"] = {k: _median([s[k] for s in stats]) for k in stats[0]}
+    return out
+
+
+def ratios(variants: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    found = {}
+    for top, bottom in RATIOS:
+        a = variants.get(top, {}).get("median_events_per_s")
+        b = variants.get(bottom, {}).get("median_events_per_s")
+        if top in variants and bottom in variants:
+            found[f"{top} / {bottom}"] = round(a / b, 3) if a and b else None
+    return found
+
+
+def _target(name: str, figure: Any, status: str, detail: str, unit: str = "") -> dict[str, Any]:
+    return {"target": name, "figure": figure, "unit": unit, "status": status, "detail": detail}
+
+
+def targets(variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for db, label in (("pg", "PostgreSQL"), ("sqlite", "SQLite")):
+        ceiling_name = "ceiling-db" if db == "pg" else "ceiling-db-sqlite"
+        per_event = [(f"decision-{db}", "default settings"), (f"decision-{db}-commit-interval", "commit interval")]
+        for name, how in per_event:
+            if name not in variants:
+                continue
+            rate = variants[name]["median_events_per_s"]
+            out.append(
+                _target(
+                    f"decision service >= 1,000 requests/s, one transaction per event ({label}, {how})",
+                    rate,
+                    _status(rate is not None and rate >= 1000, rate),
+                    f"{name}: median {rate} requests/s",
+                    "requests/s",
+                )
+            )
+        batched = variants.get(f"decision-{db}-batched")
+        if batched is not None:
+            rate = batched["median_events_per_s"]
+            out.append(
+                _target(
+                    f"decision service >= 5,000 requests/s batched ({label})",
+                    rate,
+                    _status(rate is not None and rate >= 5000, rate),
+                    f"decision-{db}-batched: median {rate} requests/s",
+                    "requests/s",
+                )
+            )
+        elif f"decision-{db}" in variants:
+            out.append(
+                _target(
+                    f"decision service >= 5,000 requests/s batched ({label})",
+                    None,
+                    f"not measured: variant decision-{db}-batched not run",
+                    "DECISION_BATCH_MAX > 1 is the service's batching mode",
+                )
+            )
+        pairs = [(f"decision-{db}", ceiling_name), (f"decision-{db}-commit-interval", ceiling_name)]
+        if db == "pg":
+            pairs.append(("decision-pg-batched", "ceiling-db-batched"))
+        for name, bound in pairs:
+            if name not in variants or bound not in variants:
+                continue
+            rate, c = variants[name]["median_events_per_s"], variants[bound]["median_events_per_s"]
+            ratio = round(rate / c, 3) if rate and c else None
+            out.append(
+                _target(
+                    f"decision throughput >= 0.5 x ceiling ({name} / {bound})",
+                    ratio,
+                    _status(ratio is not None and ratio >= 0.5, ratio),
+                    f"{rate} / {c} events/s",
+                    "x ceiling",
+                )
+            )
+        pipe = variants.get(f"pipeline-{db}")
+        if pipe is not None:
+            p99 = pipe.get("median_latency_ms", {}).get("p99")
+            out.append(
+                _target(
+                    f"pipeline p99 at half load < 100 ms ({label})",
+                    p99,
+                    _status(p99 is not None and p99 < 100, p99),
+                    f"median p99 {p99} ms at {pipe.get('median_latency_rate_per_s')} requests/s",
+                    "ms",
+                )
+            )
+    return out
+
+
+def _status(met: bool, figure: Any) -> str:
+    if figure is None:
+        return "not evaluated: no passing run"
+    return "met" if met else "not met"
+
+
+def write(results: dict[str, Any], directory: Path, stamp: str) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2, sort_keys=False, default=str) + "\n"
+    paths = [directory / f"{stamp}.json", directory / "latest.json", directory / "latest.md"]
+    for path, body in zip(paths, (text, text, markdown(results)), strict=True):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(body)
+        tmp.replace(path)
+    return paths
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    variants = results["variants"]
+    m, v, s = results["machine"], results["versions"], results["settings"]
+    lines = [
+        f"# Benchmark {results['started_at']}",
+        "",
+        f"{m['cores']} cores, {m['memory_gib']} GiB ({m.get('cpu_model')}); load average at start "
+        f"{', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}. "
+        f"Python {v['python']}, Kafka {v['kafka']}, PostgreSQL {v.get('postgresql')}, SQLite {v['sqlite']}, "
+        f"aiokafka {v.get('aiokafka')}, FastStream {v.get('faststream')}, SQLAlchemy {v.get('sqlalchemy')}; "
+        f"commit {str(v['git']['commit'])[:10]}{' (uncommitted changes)' if v['git']['dirty'] else ''}.",
+        f"{s['events']} requests per service run, {s['ceiling_events']} per ceiling run, {s['rounds']} rounds, "
+        f"latency at {s['latency_load']:g} x max for {s['latency_seconds']:g} s (at least "
+        f"{s['latency_min_events']} requests), {s['db_batch']} events per batched transaction, "
+        f"{s['db_lanes']} connections for ceiling-db-concurrent; "
+        f"{results['duration_s']:.0f} s in all."
+        + (" **Some runs failed their correctness checks.**" if results["failed"] else " All checks passed."),
+        "",
+        "| variant | what | events/s per round | median | failed runs |",
+        "|---|---|---|---:|---:|",
+    ]
+    for name in [n for n in ORDER if n in variants]:
+        var = variants[name]
+        per_round = ", ".join(_fmt(rate_of(r)) + ("" if r.get("ok") else " (failed)") for r in var["runs"])
+        lines.append(
+            f"| {name} | {var['description']} | {per_round} | {_fmt(var['median_events_per_s'])} | "
+            f"{var['failed_runs']} |"
+        )
+    pipes = [n for n in ORDER if n.startswith("pipeline") and n in variants]
+    if pipes:
+        lines += [
+            "",
+            "Pipeline latency at a fixed rate, request sent to the CreateTime of its last job/payout record (ms):",
+            "",
+            "| variant | rate/s | p50 | p99 | p99.9 | max | samples per round | arrival p99 (bench consumer) |",
+            "|---|---:|---:|---:|---:|---:|---|---:|",
+        ]
+        for name in pipes:
+            var = variants[name]
+            lat = var.get("median_latency_ms", {})
+            arrival = _median(
+                [
+                    r["latency"]["arrival_ms"]["p99"]
+                    for r in var["runs"]
+                    if r.get("ok") and r["latency"].get("arrival_ms")
+                ]
+            )
+            lines.append(
+                f"| {name} | {_fmt(var.get('median_latency_rate_per_s'), 1)} | {_fmt(lat.get('p50'), 1)} | "
+                f"{_fmt(lat.get('p99'), 1)} | {_fmt(lat.get('p99.9'), 1)} | {_fmt(lat.get('max'), 1)} | "
+                f"{', '.join(str(x) for x in var.get('latency_samples_per_run', []))} | {_fmt(arrival, 1)} |"
+            )
+    if results["ratios"]:
+        lines += ["", "| ratio of medians | value |", "|---|---:|"]
+        lines += [f"| {k} | {_fmt(r, 3)} |" for k, r in results["ratios"].items()]
+    lines += ["", "| target | figure | status |", "|---|---:|---|"]
+    digits = {"requests/s": 0, "x ceiling": 3, "ms": 1}
+    for t in results["targets"]:
+        figure = _fmt(t["figure"], digits.get(t.get("unit", ""), 1)) + (f" {t['unit']}" if t["figure"] else "")
+        lines.append(f"| {t['target']} | {figure} | {t['status']} ({t['detail']}) |")
+    cpu = [(n, variants[n].get("median_cpu_ms_per_event")) for n in ORDER if n.startswith("decision") and n in variants]
+    if any(c for _, c in cpu):
+        lines += ["", "Decision service CPU per event (median): " + ", ".join(f"{n} {_fmt(c, 2)} ms" for n, c in cpu)]
+    pg = variants.get("decision-pg", {}).get("median_postgres_per_request")
+    if pg:
+        lines += [
+            "",
+            "Decision service on PostgreSQL, per request (pg_stat_database, median): "
+            + ", ".join(f"{k} {_fmt(v, 2)}" for k, v in pg.items())
+            + " (commits include the outbox relay's own transactions; each rollback is a connection checkout's"
+            " pool_pre_ping: BEGIN, ;, ROLLBACK)",
+        ]
+    for prof in results.get("profiles", []):
+        lines += ["", f"Profile ({prof['variant']}, {_fmt(prof.get('events_per_s'))} requests/s under py-spy): "
+                      f"`{prof.get('speedscope')}`, summary `{prof.get('summary')}`"]  # fmt: skip
+        if prof.get("cpu_ms_per_event"):
+            per_event = prof["cpu_ms_per_event"]
+            lines.append(f"CPU per event {per_event} ms; by step (share of CPU samples, ms per event):")
+            lines += [""]
+            lines += [
+                f"- {label}: {pct}% ({pct * per_event / 100:.2f} ms)"
+                for label, pct in list(prof.get("steps_pct", {}).items())[:12]
+            ]
+        if prof.get("error"):
+            lines.append(f"py-spy failed: {prof['error']}")
+    failures = [
+        (name, i + 1, r)
+        for name in ORDER
+        if name in variants
+        for i, r in enumerate(variants[name]["runs"])
+        if not r.get("ok")
+    ]
+    if failures:
+        lines += ["", "Failed runs:"]
+        for name, i, r in failures:
+            problems = _problems(r)
+            lines.append(f"- {name} round {i}: " + "; ".join(problems[:5]))
+    return "\n".join(lines) + "\n"
+
+
+def _problems(run: dict[str, Any]) -> list[str]:
+    if "error" in run:
+        return [run["error"]]
+    found = list(run.get("checks", {}).get("problems", []))
+    for part in ("throughput", "latency"):
+        found += run.get(part, {}).get("checks", {}).get("problems", [])
+    return found or ["failed"]
