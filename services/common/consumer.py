@@ -75,6 +75,8 @@ def decode(raw: bytes | None, model: type[Event]) -> Event:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput("not_json", f"value is not JSON: {exc.msg} at {exc.pos}") from exc
+    except RecursionError as exc:  # an array or object nested past the parser's depth: never an event
+        raise BadInput("not_json", "value is not JSON the runtime can read: nested too deeply") from exc
     try:
         return model.model_validate_json(text)
     except ValidationError as exc:

@@ -48,7 +48,7 @@ class Record:
             return NOT_JSON
         try:
             return json.loads(self.value.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # nested past the parser's depth
             return NOT_JSON
 
     @cached_property

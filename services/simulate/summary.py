@@ -50,7 +50,7 @@ class Record:
     def parse(cls, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes) -> Record:
         try:
             value = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # nested past the parser's depth: not JSON
             value = None
         value = value if isinstance(value, dict) else None
         key_text = key.decode("utf-8", "replace") if key is not None else None

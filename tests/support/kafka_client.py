@@ -56,7 +56,7 @@ class Tap:
                 continue
             try:
                 value = json.loads(r.value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RecursionError):
                 continue
             if where(value):
                 out.append(value)

@@ -83,6 +83,8 @@ class TestDecode:
             (with_("diagnosis.failure_found", "yes"), "schema_invalid"),
             (with_("service_job_id", KeyError), "schema_invalid"),
             (b"[1, 2]", "schema_invalid"),
+            (b"[" * 100_000 + b"]" * 100_000, "not_json"),  # deeper than the parser goes: not a crash
+            (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "not_json"),
         ],
     )
     def test_bad_input_names_its_error(self, raw, error_class):
