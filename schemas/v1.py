@@ -143,6 +143,9 @@ class ApprovalRecorded(OrderEvent):
     decision: Literal["approve", "deny"]
     approver: Actor
     note: str | None = None
+    # Optional (a v1-compatible addition): the case the approver decided on. It decides that case
+    # only; without it the first approval recorded for the job decides the job's waiting request.
+    case_id: NonEmpty | None = None
 
 
 class Technician(_Model):

@@ -49,9 +49,10 @@ class Record(Protocol):
 class BadInput(Exception):
     """A record that can never be processed: it goes to the DLQ, not to a retry."""
 
-    def __init__(self, error_class: str, message: str) -> None:
+    def __init__(self, error_class: str, message: str, dlq_value: bytes | None = None) -> None:
         super().__init__(message)
         self.error_class = error_class
+        self.dlq_value = dlq_value  # what the DLQ gets instead of the masked original bytes
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ def decode(raw: bytes | None, model: type[Event]) -> Event:
         raise BadInput("not_json", f"value is not JSON: {exc.msg} at {exc.pos}") from exc
     except RecursionError as exc:  # an array or object nested past the parser's depth: never an event
         raise BadInput("not_json", "value is not JSON the runtime can read: nested too deeply") from exc
+    # A card number written with JSON escapes ("\u0034111...") hides from the scan of the bytes.
+    unescaped = json.dumps(data, ensure_ascii=False).encode()
+    if contains_card_number(unescaped):
+        raise BadInput("card_number", "record carries a card number (JSON-escaped)", mask_card_numbers(unescaped))
     try:
         return model.model_validate_json(text)
     except ValidationError as exc:
@@ -162,7 +167,7 @@ class EventConsumer:
                 except BadInput as exc:
                     self._observe(record.topic, DEAD_LETTERED, started)
                     tracing.set_outcome(span, DEAD_LETTERED, exc.error_class)
-                    await self._to_dlq(record, exc.error_class, str(exc))
+                    await self._to_dlq(record, exc.error_class, str(exc), value=exc.dlq_value)
                     return DEAD_LETTERED
                 order = getattr(event, "service_order_id", None)
                 tracing.set_event(span, event.event_id, order)
@@ -193,7 +198,7 @@ class EventConsumer:
                 decoded.append((i, record, route, decode(record.value, route.model)))
             except BadInput as exc:
                 with logs.event_fields(topic=record.topic, partition=record.partition, offset=record.offset):
-                    await self._to_dlq(record, exc.error_class, str(exc))
+                    await self._to_dlq(record, exc.error_class, str(exc), value=exc.dlq_value)
                 outcomes[i] = DEAD_LETTERED
         try:
             outcomes |= await self._apply_all(decoded)
@@ -287,9 +292,12 @@ class EventConsumer:
             await outbox.stage(session, self.outbox_table, outgoing)
         return APPLIED
 
-    async def _to_dlq(self, record: Record, error_class: str, message: str, detail: str | None = None) -> None:
-        """Publish the record (card numbers masked) to its DLQ; `detail` is what the log says of the error."""
-        value = mask_card_numbers(record.value or b"")
+    async def _to_dlq(
+        self, record: Record, error_class: str, message: str, detail: str | None = None, value: bytes | None = None
+    ) -> None:
+        """Publish the record (card numbers masked, in the key too) to its DLQ; `detail` is what the log says."""
+        value = value if value is not None else mask_card_numbers(record.value or b"")
+        key = mask_card_numbers(record.key) if record.key else record.key
         headers = [
             (dlq_headers.ORIGINAL_TOPIC, record.topic.encode()),
             (dlq_headers.ORIGINAL_PARTITION, str(record.partition).encode()),
@@ -301,7 +309,7 @@ class EventConsumer:
         failures = 0
         while True:
             try:
-                await self.dead_letter(dlq_topic(record.topic), record.key, value, headers)
+                await self.dead_letter(dlq_topic(record.topic), key, value, headers)
                 break
             except asyncio.CancelledError:
                 raise

@@ -14,5 +14,5 @@ SPEC = ServiceSpec(
     outbox=orm.outbox,
     build_routes=build_routes,
     routers=(api.router, console.router),
-    configure=console.configure,
+    configure=lambda app: (api.configure(app), console.configure(app)),
 )

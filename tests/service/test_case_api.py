@@ -44,6 +44,7 @@ async def client(bus):  # type: ignore[no-untyped-def]
     app = FastAPI()
     app.include_router(api.router)
     app.include_router(console.router)
+    api.configure(app)
     console.configure(app)
     app.state.runtime = SimpleNamespace(
         sessions=decision.sessions, spec=decision.spec, relay=None, kafka=KafkaSettings()
@@ -182,6 +183,8 @@ class TestApproval:
         await client.bus.settle()
         [denied] = client.bus.events("second_opinion.denied")
         assert (denied["case_id"], denied["denial_code"]) == (case_id, "approval_denied")
+        detail = (await client.get(f"/api/cases/{case_id}", headers=bearer("agent"))).json()
+        assert detail["decided_by"] == {"id": "alice", "role": "manager"}
 
     async def test_a_double_submit_sends_one_event(self, client):
         case_id = await pending_case(client.bus)
@@ -192,9 +195,44 @@ class TestApproval:
             f"/api/cases/{case_id}/approval", json={"decision": "approve"}, headers=bearer("supervisor")
         )
         assert (first.json()["status"], again.json()["status"]) == ("recorded", "duplicate")
+        audit = (await client.get(f"/api/cases/{case_id}", headers=bearer("agent"))).json()["approvals_audit"]
+        assert [a["outcome"] for a in audit] == ["recorded", "duplicate"]
         assert first.json()["event_id"] == again.json()["event_id"]
         await client.bus.settle()
         assert len(client.bus.events("second_opinion.approval_recorded")) == 1
+
+    async def test_a_late_second_approver_decides_nothing_later(self, client):
+        # Approve and deny race on one case: the first applies; the other is kept on that case and
+        # never decides the job's next request.
+        bus = client.bus
+        case_id = await pending_case(bus)
+        approve = await client.post(
+            f"/api/cases/{case_id}/approval", json={"decision": "approve"}, headers=bearer("supervisor", "sam")
+        )
+        deny = await client.post(
+            f"/api/cases/{case_id}/approval", json={"decision": "deny"}, headers=bearer("manager", "mia")
+        )
+        assert (approve.status_code, deny.status_code) == (202, 202)
+        await bus.settle()
+        [grant] = bus.events("second_opinion.granted")
+        assert grant["decided_by"]["id"] == "sam"
+        detail = (await client.get(f"/api/cases/{case_id}", headers=bearer("agent"))).json()
+        approvals_seen = [
+            e["summary"]["approver"]["id"]
+            for e in detail["timeline"]
+            if e["topic"] == "second_opinion.approval_recorded"
+        ]
+        assert approvals_seen == ["sam", "mia"]
+        # The case concludes; a new customer request on the same job waits for its own approval.
+        await bus.publish(
+            "service_report.received", ORDER, report(ORDER, bus.events("service_job.created")[0]["job_id"])
+        )
+        await bus.settle()
+        await bus.publish("second_opinion.requested", ORDER, request(ORDER, JOB, "R-C1-again", **CUSTOMER))
+        await bus.settle()
+        again = (await client.get(f"/api/cases/{api_case_id('R-C1-again')}", headers=bearer("agent"))).json()
+        assert again["status"] == "awaiting_approval", again
+        assert len(bus.events("second_opinion.granted")) == 1 and bus.events("second_opinion.denied") == []
 
     async def test_a_decided_case_is_409_and_an_unknown_one_404(self, client):
         case_id = await pending_case(client.bus)
@@ -222,6 +260,17 @@ class TestApproval:
             assert await session.scalar(select(func.count()).select_from(approval_audit)) == 0
         await client.bus.settle()
         assert client.bus.events("second_opinion.approval_recorded") == []
+
+    async def test_unencodable_or_oversized_input_is_a_client_error_that_echoes_nothing(self, client):
+        case_id = await pending_case(client.bus)
+        url, h = f"/api/cases/{case_id}/approval", bearer("supervisor")
+        surrogate = b'{"decision": "approve", "note": "\\ud83d"}'
+        r = await client.post(url, content=surrogate, headers={**h, "content-type": "application/json"})
+        assert r.status_code == 422 and "ud83d" not in r.text
+        r = await client.post(url, json={"decision": "4111111111111111"}, headers=h)
+        assert r.status_code == 422 and "4111" not in r.text
+        r = await client.post(url, json={"decision": "approve", "note": "x" * 100_000}, headers=h)
+        assert r.status_code == 413 and len(r.content) < 200
 
     @pytest.mark.parametrize(
         "body",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from services.common.pan import contains_card_number
 from tests.support.events import approval, provider, report, request
 
 GRANTED, DENIED = "second_opinion.granted", "second_opinion.denied"
@@ -209,6 +212,19 @@ class TestSettlement:
 
 
 class TestBadInput:
+    async def test_card_numbers_hidden_in_json_escapes_or_the_key_are_masked_in_the_dlq(self, bus):
+        escaped = json.dumps(report("SO-P", "SO-P-J1")).replace('"Compressor seized."', '"card \\u0034111111111111111"')
+        assert not contains_card_number(escaped.encode())  # the escape hides it from the scan of the bytes
+        await bus.publish("service_report.received", "SO-P", escaped.encode())
+        await bus.publish("service_report.received", "4111111111111111", b'{"x": 1}')
+        decision = bus.services[0]
+        [(_, key1, value1, h1), (_, key2, _, h2)] = decision.dead_letters
+        assert (h1["x-error-class"], key1) == (b"card_number", b"SO-P")
+        assert b"4111111111111111" not in value1 and b"************1111" in value1
+        assert (h2["x-error-class"], key2) == (b"schema_invalid", b"************1111")
+        await bus.settle()
+        assert bus.events(GRANTED) == []
+
     async def test_bad_records_are_dead_lettered_and_the_next_one_is_processed(self, bus):
         await directory(bus)
         bad = report("SO-1", "SO-1-JX")

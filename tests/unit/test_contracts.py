@@ -41,7 +41,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         provider_attempts={"manufacturer_hotline": "called", "second_technician_sent": False},
         prefer_same_company_different_technician=True,
     ),
-    v1.APPROVAL_RECORDED: {**events.approval(ORDER, "J-1", "evt-apr-1"), "note": "ok to proceed"},
+    v1.APPROVAL_RECORDED: {**events.approval(ORDER, "J-1", "evt-apr-1"), "note": "ok to proceed", "case_id": "CASE-1"},
     v1.SERVICE_PROVIDER_UPDATED: events.provider("P2", "10001", techs=[{"technician_id": "P2-T1", "senior": True}]),
     v1.SECOND_OPINION_GRANTED: {
         "event_id": "evt-grant-1",

@@ -85,6 +85,7 @@ approval = Table(
     Column("note", Text, nullable=True),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("used_by_case_id", String(64), nullable=True),
+    Column("case_id", String(64), nullable=True),  # the case it was given for, when the approver named one
     UniqueConstraint("event_id"),
 )
 Index("ix_approval_order_job", approval.c.service_order_id, approval.c.service_job_id)

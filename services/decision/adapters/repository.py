@@ -83,11 +83,13 @@ class DecisionRepository:
     async def add_approval(self, ev: ApprovalRecorded) -> bool:
         return await insert_ignore(self.session, approval, _approval_row(ev))
 
-    async def unused_approvals(self, order_id: str, job_id: str) -> Sequence[Row[Any]]:
+    async def unused_approvals(self, order_id: str, job_id: str, case_id: str) -> Sequence[Row[Any]]:
+        """Approvals that may decide `case_id`: the job's unused ones given for no case or for this one."""
         query = (
             select(approval)
             .where(approval.c.service_order_id == order_id, approval.c.service_job_id == job_id)
             .where(approval.c.used_by_case_id.is_(None))
+            .where((approval.c.case_id.is_(None)) | (approval.c.case_id == case_id))
             .order_by(approval.c.id)
         )
         return (await self.session.execute(query)).all()
@@ -146,4 +148,5 @@ def _approval_row(ev: ApprovalRecorded) -> dict[str, Any]:
         "approver_role": ev.approver.role,
         "note": ev.note,
         "occurred_at": ev.occurred_at,
+        "case_id": ev.case_id,
     }

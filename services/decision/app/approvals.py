@@ -67,8 +67,10 @@ async def record(
         decision=decision,
         approver=v1.Actor(id=who.user_id, role=who.role),
         note=note or None,
+        case_id=case_id,
     )
     if not await stage(session, outbox, Outgoing(v1.APPROVAL_RECORDED, row.service_order_id, event)):
+        await _audit(session, case_id, who, decision, note, "duplicate", event.event_id, now)
         return Outcome("duplicate", "this decision was already recorded", event.event_id)
     await _audit(session, case_id, who, decision, note, "recorded", event.event_id, now)
     return Outcome("recorded", f"{decision} recorded; the decision service applies it", event.event_id)

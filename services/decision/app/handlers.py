@@ -60,6 +60,14 @@ class DecisionHandlers:
         repo = DecisionRepository(session)
         await repo.add_approval(ev)
         out: list[Outgoing] = []
+        if ev.case_id is not None:
+            named = await repo.get_case(ev.case_id)
+            if named is not None and named.status != "awaiting_approval":
+                # Given for a case already decided (a second approver was a moment late): kept for the
+                # record on that case, never deciding another request of the job.
+                await repo.use_approval(ev.event_id, ev.case_id)
+                await _note_in(repo, ev.case_id, v1.APPROVAL_RECORDED, ev)
+                return out
         for waiting in await repo.cases_in(ev.service_order_id, ev.service_job_id, "awaiting_approval"):
             await _note_in(repo, waiting.case_id, v1.APPROVAL_RECORDED, ev)
             out += await self._decide(repo, waiting.case_id)
@@ -93,7 +101,7 @@ class DecisionHandlers:
         case = await repo.get_case(case_id)
         request = v1.SecondOpinionRequested.model_validate_json(case.request)
         report = await repo.get_report(request.service_job_id)
-        approvals = await repo.unused_approvals(request.service_order_id, request.service_job_id)
+        approvals = await repo.unused_approvals(request.service_order_id, request.service_job_id, case_id)
         decision = decide(
             self.policy,
             mapping.request_facts(request),
@@ -127,12 +135,15 @@ class DecisionHandlers:
             )
             return await _noted_out(repo, [mapping.granted(case_id, request, report, decision, version)])
         assert isinstance(decision, Denied)
+        denier = decision.approval_used.approver if decision.approval_used else None  # a supervisor's "no"
         await repo.update_case(
             case_id,
             status="denied",
             rules=decision.rules,
             policy_version=version,
             denial_code=decision.denial_code,
+            decided_by_id=denier.id if denier else None,
+            decided_by_role=denier.role if denier else None,
         )
         out = [mapping.denied(case_id, request, decision, version)]
         if decision.provider_feedback:

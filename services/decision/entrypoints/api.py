@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -137,6 +138,8 @@ def current_user(
 
 
 User = Annotated[Principal, Depends(current_user)]
+
+
 def no_unknown_query(request: Request) -> None:
     """A query parameter the operation does not define is an error, not silently ignored (a typo'd filter)."""
     route = request.scope.get("route")
@@ -259,3 +262,24 @@ async def submit_approval(
 def _bad_note(message: str) -> RequestValidationError:
     """A 422 shaped like every other validation error of the API (the documented one)."""
     return RequestValidationError([{"type": "value_error", "loc": ("body", "note"), "msg": message, "input": None}])
+
+
+MAX_BODY_BYTES = 64 * 1024  # an approval is a decision and a note of at most 2,000 characters
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming where and why, without echoing the input (it may be huge, hold a card number or be unencodable)."""
+    errors = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]  # type: ignore[attr-defined]
+    return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _limit_body(request: Request, call_next: Any) -> Response:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+    return await call_next(request)
+
+
+def configure(app: Any) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.middleware("http")(_limit_body)

@@ -167,6 +167,8 @@ def configure(app: Any) -> None:
     """Pages without a valid session send the browser to the login page."""
 
     async def to_login(request: Request, exc: Exception) -> Response:
-        return RedirectResponse(f"/console/login?error={exc}", status.HTTP_303_SEE_OTHER)
+        # A first visit has no session: that is no error to show; an expired or bad one is.
+        query = f"?error={exc}" if request.cookies.get(COOKIE) else ""
+        return RedirectResponse(f"/console/login{query}", status.HTTP_303_SEE_OTHER)
 
     app.add_exception_handler(LoginRequired, to_login)
