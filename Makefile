@@ -8,7 +8,7 @@ SEED ?= 7
 .PHONY: help install run up down status test test-unit test-service test-integration test-e2e scenarios scenarios-sqlite chaos bench contracts lint
 
 help:
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 install: ## install Python deps (uv), Java and Maven if missing, and the Kafka jars
 	@bash deploy/bootstrap.sh
@@ -28,7 +28,7 @@ status: ## what is running
 	@$(SO) status
 
 test: install ## unit, service and integration tests, and every scenario on the real stack (PostgreSQL)
-	@uv run pytest
+	@uv run pytest --durations=15
 
 test-unit: ## fast tests, no broker or database server
 	@uv run pytest tests/unit tests/service
