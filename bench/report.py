@@ -15,11 +15,11 @@ DESCRIPTIONS = {
     "ceiling-db-concurrent": "ceiling-db on several connections at once (lanes by order), one transaction per event",
     "ceiling-db-sqlite": "ceiling-kafka + the same DB work with sqlite3, one transaction per event",
     "decision-pg": "decision service alone on PostgreSQL, default settings: backlog of requests, reports preloaded",
-    "decision-pg-commit-interval": "decision-pg with DECISION_COMMIT_INTERVAL_MS (offset commits gathered)",
+    "decision-pg-record-commit": "decision-pg with DECISION_COMMIT_INTERVAL_MS=0 (an offset commit per record)",
     "decision-pg-batched": "decision-pg with DECISION_BATCH_MAX (records per transaction)",
     "pipeline-pg": "three services on PostgreSQL, default settings: request to job + payouts, burst",
     "decision-sqlite": "decision service alone on SQLite, default settings: backlog of requests, reports preloaded",
-    "decision-sqlite-commit-interval": "decision-sqlite with DECISION_COMMIT_INTERVAL_MS",
+    "decision-sqlite-record-commit": "decision-sqlite with DECISION_COMMIT_INTERVAL_MS=0",
     "decision-sqlite-batched": "decision-sqlite with DECISION_BATCH_MAX",
     "pipeline-sqlite": "three services on SQLite, default settings: request to job + payouts, burst",
 }
@@ -29,15 +29,15 @@ RATIOS = (
     ("decision-pg", "ceiling-db"),
     ("decision-pg", "ceiling-kafka-record-commit"),
     ("decision-pg", "ceiling-kafka"),
-    ("decision-pg-commit-interval", "ceiling-db"),
-    ("decision-pg-commit-interval", "decision-pg"),
+    ("decision-pg-record-commit", "ceiling-db"),
+    ("decision-pg-record-commit", "decision-pg"),
     ("decision-pg-batched", "ceiling-db-batched"),
     ("decision-pg-batched", "decision-pg"),
     ("decision-sqlite", "ceiling-db-sqlite"),
     ("decision-sqlite", "ceiling-kafka-record-commit"),
     ("decision-sqlite", "ceiling-kafka"),
-    ("decision-sqlite-commit-interval", "ceiling-db-sqlite"),
-    ("decision-sqlite-commit-interval", "decision-sqlite"),
+    ("decision-sqlite-record-commit", "ceiling-db-sqlite"),
+    ("decision-sqlite-record-commit", "decision-sqlite"),
     ("decision-sqlite-batched", "decision-sqlite"),
     ("pipeline-pg", "decision-pg"),
     ("pipeline-pg", "ceiling-kafka"),
@@ -105,7 +105,7 @@ def targets(variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for db, label in (("pg", "PostgreSQL"), ("sqlite", "SQLite")):
         ceiling_name = "ceiling-db" if db == "pg" else "ceiling-db-sqlite"
-        per_event = [(f"decision-{db}", "default settings"), (f"decision-{db}-commit-interval", "commit interval")]
+        per_event = [(f"decision-{db}", "default settings"), (f"decision-{db}-record-commit", "a commit per record")]
         for name, how in per_event:
             if name not in variants:
                 continue
@@ -140,7 +140,7 @@ def targets(variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                     "DECISION_BATCH_MAX > 1 is the service's batching mode",
                 )
             )
-        pairs = [(f"decision-{db}", ceiling_name), (f"decision-{db}-commit-interval", ceiling_name)]
+        pairs = [(f"decision-{db}", ceiling_name), (f"decision-{db}-record-commit", ceiling_name)]
         if db == "pg":
             pairs.append(("decision-pg-batched", "ceiling-db-batched"))
         for name, bound in pairs:
@@ -211,7 +211,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"{s['events']} requests per service run, {s['ceiling_events']} per ceiling run, {s['rounds']} rounds, "
         f"latency at {s['latency_load']:g} x max for {s['latency_seconds']:g} s (at least "
         f"{s['latency_min_events']} requests), {s['db_batch']} events per batched transaction, "
-        f"{s['db_lanes']} connections for ceiling-db-concurrent; "
+        f"{s['db_lanes']} connections for ceiling-db-concurrent; the services' defaults: "
+        + ", ".join(f"{k} {v}" for k, v in s.get("service_defaults", {}).items())
+        + "; "
         f"{results['duration_s']:.0f} s in all."
         + (" **Some runs failed their correctness checks.**" if results["failed"] else " All checks passed."),
         "",

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import time
 import traceback
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from bench.infra import BenchStack, Infra, pg_dsn
 from bench.variants import Ctx, say
 from bench.workload import directory, run_token
 from schemas import v1
+from services.common.settings import ServiceSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CEILINGS = (
@@ -32,7 +34,7 @@ CEILINGS = (
 )
 # In this order each variant's reports are preloaded by the service the previous one left running,
 # and the batched service preloads fastest.
-DECISION_MODES = {"": "default", "-batched": "batched", "-commit-interval": "commit-interval"}
+DECISION_MODES = {"": "default", "-batched": "batched", "-record-commit": "record-commit"}
 SERVICE_VARIANTS = tuple(
     f"{kind}-{db}{suffix}"
     for db in ("pg", "sqlite")
@@ -62,12 +64,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--service-batch", type=int, default=100, help="DECISION_BATCH_MAX of decision-<db>-batched (default 100)"
     )
-    p.add_argument(
-        "--commit-interval-ms",
-        type=int,
-        default=100,
-        help="DECISION_COMMIT_INTERVAL_MS of decision-<db>-commit-interval (default 100)",
-    )
     p.add_argument("--latency-load", type=float, default=0.5, help="latency rate as a fraction of the measured max")
     p.add_argument("--latency-seconds", type=float, default=8.0, help="how long the latency run sends (default 8)")
     p.add_argument("--latency-min-events", type=int, default=100, help="fewest requests of a latency run")
@@ -94,7 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return asyncio.run(_main(args))
+    try:
+        return asyncio.run(_main(args))
+    except asyncio.CancelledError:
+        print("bench: interrupted; the services and the broker it started are stopped", flush=True)
+        return 130
 
 
 def _clock(started: float) -> str:
@@ -103,6 +103,11 @@ def _clock(started: float) -> str:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    # SIGTERM or Ctrl-C: stop what the bench started (services, its broker) before exiting.
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
     started, t0 = datetime.now(UTC), time.monotonic()
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     token = run_token()
@@ -196,7 +201,11 @@ async def _main(args: argparse.Namespace) -> int:
             "db_batch": args.db_batch,
             "db_lanes": args.db_lanes,
             "service_batch": args.service_batch,
-            "commit_interval_ms": args.commit_interval_ms,
+            # What "default settings" meant for this run (the services' own defaults, from their code).
+            "service_defaults": {
+                "commit_interval_ms": ServiceSettings.model_fields["commit_interval_ms"].default,
+                "batch_max": ServiceSettings.model_fields["batch_max"].default,
+            },
             "latency_load": args.latency_load,
             "latency_seconds": args.latency_seconds,
             "latency_min_events": args.latency_min_events,

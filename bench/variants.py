@@ -127,11 +127,11 @@ async def ceiling(ctx: Ctx, name: str, round_no: int) -> dict[str, Any]:
 
 
 def decision_settings(ctx: Ctx, mode: str) -> dict[str, str]:
-    """The decision service's extra settings for a decision-alone mode: default, commit-interval, batched."""
+    """The decision service's extra settings for a decision-alone mode: default, record-commit, batched."""
     if mode == "batched":
         return {"DECISION_BATCH_MAX": str(ctx.args.service_batch)}
-    if mode == "commit-interval":
-        return {"DECISION_COMMIT_INTERVAL_MS": str(ctx.args.commit_interval_ms)}
+    if mode == "record-commit":
+        return {"DECISION_COMMIT_INTERVAL_MS": "0"}
     return {}
 
 
@@ -140,7 +140,7 @@ async def decision_alone(
 ) -> dict[str, Any]:
     n = ctx.args.events
     db = stack.database
-    kind = "x" if profile else {"default": "r", "batched": "b", "commit-interval": "c"}[mode]
+    kind = "x" if profile else {"default": "r", "batched": "b", "record-commit": "c"}[mode]
     wl = workload(ctx.token, f"d{db[0]}{kind}{round_no}", n, ctx.where)
     extra = decision_settings(ctx, mode)
     # Reports are preloaded by whichever decision service runs; the timed start uses `extra`.
