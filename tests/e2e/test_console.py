@@ -200,7 +200,7 @@ async def test_pages_without_a_session_go_to_the_login_and_a_bad_token_is_refuse
     await page.goto("/console/queue")
     await expect(page).to_have_url(re.compile(r"/console/login"))
     await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-    await expect(page.get_by_role("alert")).to_contain_text("missing bearer token")
+    await expect(page.get_by_role("alert")).to_have_count(0)  # a first visit is no error
     await shot(page, "redirected")
 
     wrong_key = jwt.encode({"sub": "mallory", "role": "supervisor"}, "another-key-" + "y" * 32, algorithm="HS256")
