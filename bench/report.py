@@ -9,7 +9,7 @@ from typing import Any
 
 DESCRIPTIONS = {
     "ceiling-kafka": "raw aiokafka relay: getmany, idempotent acks=all produce, commit per batch",
-    "ceiling-kafka-record-commit": "ceiling-kafka, but the offset committed after every record (as the services)",
+    "ceiling-kafka-record-commit": "ceiling-kafka, but the offset committed after every record (COMMIT_INTERVAL_MS=0)",
     "ceiling-db": "ceiling-kafka + the decision's DB work with asyncpg, one transaction per event",
     "ceiling-db-batched": "ceiling-db with N events per transaction",
     "ceiling-db-concurrent": "ceiling-db on several connections at once (lanes by order), one transaction per event",
