@@ -358,6 +358,10 @@ async def _sent_all(svc: RunningService) -> bool:
     return (await query(database_url(svc), "SELECT count(*) FROM outbox WHERE published_at IS NULL"))[0][0] == 0
 
 
+async def _equal(got: Any, want: Any) -> bool:
+    return await got == want
+
+
 def _assert_exactly_once(tap: Tap, day: Day) -> None:
     counts = {o: facts(tap, o) for o in day.orders}
     assert {o: c for o, c in counts.items() if c != FACTS} == {}
@@ -372,12 +376,15 @@ async def _assert_calm(stack: TestStack) -> None:
 async def _assert_rows(stack: TestStack, day: Day) -> None:
     """One case, one assignment, two payouts per order in the services' own databases."""
     order_like, job_like = f"SO-{day.run}-%", f"JOB-SO-{day.run}-%"
-    cases = await query(
-        database_url(stack.services["decision"]),
-        "SELECT service_order_id, count(*), min(status) FROM so_case WHERE service_order_id LIKE :p GROUP BY 1",
-        p=order_like,
-    )
-    assert sorted(cases) == [(o, 1, "dispatched") for o in day.orders]
+    want = [(o, 1, "dispatched") for o in day.orders]
+
+    async def cases() -> list[Any]:
+        sql = "SELECT service_order_id, count(*), min(status) FROM so_case WHERE service_order_id LIKE :p GROUP BY 1"
+        return sorted(await query(database_url(stack.services["decision"]), sql, p=order_like))
+
+    # The last jobs' service_job.created may still be on its way back to the decision service.
+    await eventually(lambda: _equal(cases(), want), 15)
+    assert await cases() == want
     jobs = await query(
         database_url(stack.services["dispatch"]),
         "SELECT service_order_id, count(*), min(outcome) FROM assignment WHERE service_order_id LIKE :p GROUP BY 1",
