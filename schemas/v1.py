@@ -296,6 +296,15 @@ MODELS: dict[str, type[Event]] = {
     CUSTOMER_CHARGE_ASSESSED: CustomerChargeAssessed,
 }
 TOPICS: tuple[str, ...] = tuple(MODELS)
+# Published from outside the three services (claim systems, the CRM, the provider directory).
+UPSTREAM_INPUTS: tuple[str, ...] = (
+    SERVICE_REPORT_RECEIVED,
+    SECOND_OPINION_REQUESTED,
+    APPROVAL_RECORDED,
+    SERVICE_PROVIDER_UPDATED,
+)
+# What the three services publish, in contract order.
+SERVICE_OUTPUTS: tuple[str, ...] = tuple(t for t in TOPICS if t not in UPSTREAM_INPUTS)
 DLQ_SUFFIX = ".dlq"
 DLQ_TOPICS: tuple[str, ...] = tuple(t + DLQ_SUFFIX for t in TOPICS)
 ALL_TOPICS: tuple[str, ...] = TOPICS + DLQ_TOPICS

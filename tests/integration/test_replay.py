@@ -41,17 +41,7 @@ SCENARIOS = (
     "s13_same_evaluation_customer_pays",
     "s16_out_of_network_and_unassigned",
 )
-OUTPUTS = (
-    v1.SECOND_OPINION_GRANTED,
-    v1.SECOND_OPINION_DENIED,
-    v1.PROVIDER_FEEDBACK_RECORDED,
-    v1.SERVICE_JOB_CREATED,
-    v1.DISPATCH_UNASSIGNED,
-    v1.CUSTOMER_NOTIFICATION_REQUESTED,
-    v1.SECOND_OPINION_CONCLUDED,
-    v1.PAYOUT_ISSUED,
-    v1.CUSTOMER_CHARGE_ASSESSED,
-)
+OUTPUTS = v1.SERVICE_OUTPUTS
 NOT_STATE = {"inbox", "outbox", "operator_action"}
 APPROVALS = v1.APPROVAL_RECORDED
 PLAN_LINE = re.compile(r"^\s+(\S+)\[(\d+)\] from (\d+) to (\d+): (\d+) record", re.MULTILINE)

@@ -435,3 +435,9 @@ def test_channel_descriptions_name_producer_consumers_and_key(asyncapi: dict[str
         assert f"Key: `{contracts.key_field(v1.MODELS[topic])}`" in text, key
     provider_channels = [c for c in asyncapi["channels"].values() if c["address"] == v1.SERVICE_PROVIDER_UPDATED]
     assert all("provider_id" in c["description"] and "Compacted" in c["description"] for c in provider_channels)
+
+
+def test_service_outputs_are_exactly_the_topics_the_services_produce() -> None:
+    produced = {t for t, producer in contracts.PRODUCERS.items() if producer in SERVICES}
+    assert set(v1.SERVICE_OUTPUTS) == produced
+    assert set(v1.UPSTREAM_INPUTS) == set(v1.TOPICS) - produced
