@@ -8,6 +8,7 @@ after the record reached its DLQ), so a crash at any point leaves work a restart
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -32,6 +33,8 @@ from services.common.pan import contains_card_number, mask_card_numbers
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Any], Awaitable[Sequence[outbox.Outgoing]]]
+# Several events of one topic and distinct service orders -> what each one emits, in their order.
+ManyHandler = Callable[[AsyncSession, Sequence[Any]], Awaitable[Sequence[Sequence[outbox.Outgoing]]]]
 
 
 class Record(Protocol):
@@ -60,6 +63,8 @@ class Route:
     topic: str
     model: type[Event]
     handle: Handler
+    # Set-based form of `handle`, used for runs of a batch (see EventConsumer.process_batch).
+    handle_many: ManyHandler | None = None
 
 
 def decode(raw: bytes | None, model: type[Event]) -> Event:
@@ -221,7 +226,11 @@ class EventConsumer:
                 # Per-order locks in one sorted pass, so two batches never wait on each other in a cycle.
                 orders = sorted({o for *_, ev in decoded if (o := getattr(ev, "service_order_id", None))})
                 await lock_orders(session, orders)
-                for i, record, route, event in decoded:
+                for run in _runs(decoded):
+                    if len(run) > 1:
+                        outcomes |= await self._apply_run(session, run)
+                        continue
+                    [(i, record, route, event)] = run
                     # Each event keeps its own span (so its outbox rows continue its trace) and log fields.
                     order = getattr(event, "service_order_id", None)
                     with (
@@ -233,6 +242,38 @@ class EventConsumer:
                         tracing.set_outcome(span, outcomes[i])
         increments.apply()
         self.on_committed()
+        return outcomes
+
+    async def _apply_run(
+        self, session: AsyncSession, run: Sequence[tuple[int, Record, Route, Event]]
+    ) -> dict[int, str]:
+        """Events of one topic and distinct orders through the route's set-based handler.
+
+        Inbox claims, the handler's work and the outbox rows are a few statements for the whole
+        run; each event still gets its span, and its outbox rows carry that span's context.
+        """
+        route = run[0][2]
+        assert route.handle_many is not None
+        with contextlib.ExitStack() as spans_open:
+            spans = []
+            for _, record, _, event in run:
+                span = spans_open.enter_context(tracing.consumer_span(record, self.tracer))
+                tracing.set_event(span, event.event_id, getattr(event, "service_order_id", None))
+                spans.append(span)
+            claims = [(ev.event_id, rec.topic, rec.partition, rec.offset) for _, rec, _, ev in run]
+            fresh = await inbox.claim_many(session, self.inbox_table, consumer=self.name, records=claims)
+            todo = [pos for pos, (*_, ev) in enumerate(run) if ev.event_id in fresh]
+            emitted = await route.handle_many(session, [run[pos][3] for pos in todo])
+            staged = [
+                (o, outbox.trace_headers(spans[pos]))
+                for pos, outgoing in zip(todo, emitted, strict=True)
+                for o in outgoing
+            ]
+            await outbox.stage_many(session, self.outbox_table, staged)
+            outcomes = {}
+            for pos, (i, *_, ev) in enumerate(run):
+                outcomes[i] = APPLIED if ev.event_id in fresh else DUPLICATE
+                tracing.set_outcome(spans[pos], outcomes[i])
         return outcomes
 
     def _observe(self, topic: str, outcome: str, started: float) -> None:
@@ -319,6 +360,35 @@ class EventConsumer:
                 await asyncio.sleep(self.backoff.delay(failures))
         self.metrics.dead_lettered.labels(record.topic, error_class).inc()
         log.warning("dead-lettered %s: %s (%s)", _where(record), error_class, (detail or message)[:200])
+
+
+def _runs(decoded: Sequence[tuple[int, Record, Route, Event]]) -> list[list[tuple[int, Record, Route, Event]]]:
+    """Split a batch, keeping its order, into runs a set-based handler may take at once.
+
+    A run is consecutive events of one topic whose route has `handle_many`, each of a different
+    service order (two events of one order depend on each other); anything else is a run of one.
+    """
+    runs: list[list[tuple[int, Record, Route, Event]]] = []
+    orders: set[str] = set()
+    for item in decoded:
+        route, event = item[2], item[3]
+        order = getattr(event, "service_order_id", None)
+        last = runs[-1] if runs else None
+        joins = (
+            last is not None
+            and route.handle_many is not None
+            and last[0][2] is route
+            and order is not None
+            and order not in orders
+        )
+        if joins:
+            last.append(item)  # type: ignore[union-attr]
+        else:
+            runs.append([item])
+            orders = set()
+        if order is not None:
+            orders.add(order)
+    return runs
 
 
 def _where(record: Record) -> str:

@@ -95,6 +95,13 @@ def current_headers() -> dict[str, str]:
     return carrier
 
 
+def span_headers(span: trace.Span) -> dict[str, str]:
+    """`span`'s context as W3C headers, whether or not it is the current span."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier
+
+
 @contextlib.contextmanager
 def consumer_span(record: Any, tracer_: trace.Tracer | None = None) -> Iterator[trace.Span]:
     """A `<topic> process` CONSUMER span, child of the record's trace context, current inside the block."""

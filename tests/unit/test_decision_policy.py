@@ -197,3 +197,49 @@ class TestPrecedence:
             "approved_by:supervisor",
             "grant",
         )
+
+
+class TestApprovalsMatterOnlyToAWaitingDecision:
+    """The handler looks approvals up only when the decision without them waits for one; that is
+    sound only if approvals never change a decision that does not wait."""
+
+    REASONS = [r for r, *_ in INVALID] + VALID
+    ACTORS = [SUPERVISOR, MANAGER, AGENT]
+
+    @staticmethod
+    def _approvals():  # type: ignore[no-untyped-def]
+        from hypothesis import strategies as st
+
+        actors = st.sampled_from(TestApprovalsMatterOnlyToAWaitingDecision.ACTORS)
+        one = st.builds(ApprovalFacts, decision=st.sampled_from(["approve", "deny"]), approver=actors)
+        return st.lists(one, max_size=3)
+
+    def test_property(self) -> None:
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        requests = st.builds(
+            RequestFacts,
+            source=st.sampled_from(["customer", "authorizations", "service_provider"]),
+            reason_code=st.sampled_from(self.REASONS),
+            soft_no_delivered=st.sampled_from([None, True, False]),
+            offered_by_agent=st.booleans(),
+            approved_by=st.sampled_from([None, *self.ACTORS]),
+            manufacturer_hotline=st.sampled_from([None, "called", "not_called", "not_applicable"]),
+            second_technician_sent=st.sampled_from([None, True, False]),
+        )
+
+        @settings(max_examples=500, derandomize=True, deadline=None)
+        @given(
+            request=requests,
+            report=st.sampled_from([PAID, UNPAID]),
+            open_case=st.sampled_from([None, "CASE-OPEN"]),
+            approvals=self._approvals(),
+        )
+        def check(request, report, open_case, approvals) -> None:  # type: ignore[no-untyped-def]
+            without = decide(POLICY, request, report, open_case_id=open_case)
+            with_them = decide(POLICY, request, report, open_case_id=open_case, approvals=approvals)
+            if not isinstance(without, AwaitingApproval):
+                assert with_them == without
+
+        check()

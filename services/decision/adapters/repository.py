@@ -11,12 +11,14 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.v1 import ApprovalRecorded, SecondOpinionRequested, ServiceReportReceived
+from schemas.v1 import ApprovalRecorded, ServiceReportReceived
 from services.common.money import to_cents
-from services.common.sql import insert_ignore
+from services.common.sql import insert_ignore, insert_ignore_many
 from services.decision.adapters.orm import approval, case, case_event, report
 
 OPEN_STATES = ("awaiting_approval", "granted", "dispatched", "unassigned")
+# Columns a new case may leave unset; every row of one multi-row insert names all of them.
+_DECISION_COLUMNS = ("denial_code", "decided_by_id", "decided_by_role", "rules", "policy_version")
 
 
 class DecisionRepository:
@@ -31,22 +33,31 @@ class DecisionRepository:
         query = select(report).where(report.c.service_job_id == service_job_id)
         return (await self.session.execute(query)).first()
 
-    async def add_case(self, case_id: str, ev: SecondOpinionRequested, status: str) -> None:
-        now = datetime.now(UTC)
-        await self.session.execute(
-            case.insert().values(
-                case_id=case_id,
-                request_event_id=ev.event_id,
-                service_order_id=ev.service_order_id,
-                original_job_id=ev.service_job_id,
-                source=ev.source,
-                reason_code=ev.reason_code,
-                status=status,
-                request=ev.model_dump_json(),
-                created_at=now,
-                updated_at=now,
-            )
+    async def reports_of(self, job_ids: Sequence[str]) -> dict[str, Row[Any]]:
+        """The stored reports of these jobs, by job id."""
+        query = select(report).where(report.c.service_job_id.in_(sorted(set(job_ids))))
+        return {row.service_job_id: row for row in (await self.session.execute(query)).all()}
+
+    async def cases_of_orders(self, order_ids: Sequence[str]) -> Sequence[Row[Any]]:
+        """Every case of these orders (id, status), oldest first."""
+        query = (
+            select(case.c.case_id, case.c.service_order_id, case.c.status)
+            .where(case.c.service_order_id.in_(sorted(set(order_ids))))
+            .order_by(case.c.id)
         )
+        return (await self.session.execute(query)).all()
+
+    async def add_cases(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert new cases, in the given (arrival) order, each with the status it was decided to."""
+        if not rows:
+            return
+        filled = []
+        for row in rows:
+            full = {column: None for column in _DECISION_COLUMNS} | row
+            if full["rules"] is not None:
+                full["rules"] = json.dumps(list(full["rules"]))
+            filled.append(full)
+        await self.session.execute(case.insert(), filled)
 
     async def get_case(self, case_id: str) -> Row[Any] | None:
         return (await self.session.execute(select(case).where(case.c.case_id == case_id))).first()
@@ -94,20 +105,46 @@ class DecisionRepository:
         )
         return (await self.session.execute(query)).all()
 
-    async def record_event(
-        self, case_id: str, direction: str, topic: str, event_id: str, occurred_at: datetime, summary: dict[str, Any]
-    ) -> None:
-        """Append an event to the case's timeline; the same event recorded again changes nothing."""
-        row = {
+    async def unused_approvals_of(self, job_ids: Sequence[str]) -> Sequence[Row[Any]]:
+        """Unused approvals of these jobs, oldest first (the caller picks those that may decide each case)."""
+        query = (
+            select(approval)
+            .where(approval.c.service_job_id.in_(sorted(set(job_ids))))
+            .where(approval.c.used_by_case_id.is_(None))
+            .order_by(approval.c.id)
+        )
+        return (await self.session.execute(query)).all()
+
+    @staticmethod
+    def event_row(
+        case_id: str,
+        direction: str,
+        topic: str,
+        event_id: str,
+        occurred_at: datetime,
+        summary: dict[str, Any],
+        recorded_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """A timeline row: an event that came in for the case or went out for it."""
+        return {
             "case_id": case_id,
             "direction": direction,
             "topic": topic,
             "event_id": event_id,
             "occurred_at": occurred_at,
-            "recorded_at": datetime.now(UTC),
+            "recorded_at": recorded_at or datetime.now(UTC),
             "summary": json.dumps(summary, sort_keys=True, default=str),
         }
-        await insert_ignore(self.session, case_event, row)
+
+    async def record_event(
+        self, case_id: str, direction: str, topic: str, event_id: str, occurred_at: datetime, summary: dict[str, Any]
+    ) -> None:
+        """Append an event to the case's timeline; the same event recorded again changes nothing."""
+        await self.record_events([self.event_row(case_id, direction, topic, event_id, occurred_at, summary)])
+
+    async def record_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append timeline rows (see event_row) in one statement; rows already there are left as they are."""
+        await insert_ignore_many(self.session, case_event, rows)
 
     async def use_approval(self, event_id: str, case_id: str) -> None:
         await self.session.execute(

@@ -15,7 +15,7 @@ def build_routes(metrics: ServiceMetrics) -> Sequence[Route]:
     handlers = DecisionHandlers(default_policy(), metrics)
     return (
         Route(v1.SERVICE_REPORT_RECEIVED, v1.ServiceReportReceived, handlers.on_report),
-        Route(v1.SECOND_OPINION_REQUESTED, v1.SecondOpinionRequested, handlers.on_request),
+        Route(v1.SECOND_OPINION_REQUESTED, v1.SecondOpinionRequested, handlers.on_request, handlers.on_requests),
         Route(v1.APPROVAL_RECORDED, v1.ApprovalRecorded, handlers.on_approval),
         Route(v1.SERVICE_JOB_CREATED, v1.ServiceJobCreated, handlers.on_job_created),
         Route(v1.DISPATCH_UNASSIGNED, v1.DispatchUnassigned, handlers.on_unassigned),

@@ -1,0 +1,39 @@
+"""The request-set checks of tests/service/test_request_sets.py, on PostgreSQL (multi-row
+statements, RETURNING, the advisory locks of a run)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from services.migrate import upgrade
+from services.ops import postgres
+from services.serve import load_spec
+from tests.service.test_request_sets import (  # noqa: F401  (collected here with the fixture below)
+    test_a_run_costs_the_same_statements_for_two_requests_or_forty,
+    test_a_run_of_requests_writes_what_one_at_a_time_writes,
+    test_each_event_of_a_run_continues_its_own_trace,
+)
+from tests.support.bus import ServiceUnderTest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def decisions(infra):  # type: ignore[no-untyped-def]
+    """Two decision services on fresh PostgreSQL databases of their own."""
+    made = []
+    for name in ("one", "two"):
+        db_name = f"so_test_sets{os.environ.get('TEST_STACK_ID', '')}_{name}"
+        postgres.ensure_role_and_databases([])
+        postgres.recreate_database(db_name)
+        url = f"{infra.postgres_url}/{db_name}"
+        await asyncio.to_thread(upgrade, "decision", url)
+        svc = ServiceUnderTest(load_spec("decision"), url)
+        await svc.start()
+        made.append(svc)
+    yield made
+    for svc in made:
+        await svc.stop()
