@@ -37,22 +37,21 @@ async def claim(
     )
 
 
-# Rows per INSERT of claim_many: well under PostgreSQL's 32,767 bind parameters (6 per row).
-CLAIM_CHUNK = 1000
-
-
 async def claim_many(
     session: AsyncSession, table: Table, *, consumer: str, records: Sequence[tuple[str, str, int, int]]
 ) -> set[str]:
-    """Record several (event_id, topic, partition, offset) at once; the event ids that were new."""
+    """Record several (event_id, topic, partition, offset) at once; the event ids that were new.
+
+    One executemany with RETURNING: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues",
+    pages of at most 1000 rows) compiled once, whatever the number of records.
+    """
+    if not records:
+        return set()
     dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
     now = datetime.now(UTC)
-    fresh: set[str] = set()
-    for start in range(0, len(records), CLAIM_CHUNK):
-        rows = [
-            {"consumer": consumer, "event_id": e, "topic": t, "partition": p, "offset": o, "processed_at": now}
-            for e, t, p, o in records[start : start + CLAIM_CHUNK]
-        ]
-        statement = dialect.insert(table).values(rows).on_conflict_do_nothing().returning(table.c.event_id)
-        fresh.update((await session.execute(statement)).scalars())
-    return fresh
+    rows = [
+        {"consumer": consumer, "event_id": e, "topic": t, "partition": p, "offset": o, "processed_at": now}
+        for e, t, p, o in records
+    ]
+    statement = dialect.insert(table).on_conflict_do_nothing().returning(table.c.event_id)
+    return set((await session.execute(statement, rows)).scalars())

@@ -14,6 +14,7 @@ from services.serve import load_spec
 from tests.service.test_request_sets import (  # noqa: F401  (collected here with the fixture below)
     test_a_run_costs_the_same_statements_for_two_requests_or_forty,
     test_a_run_of_requests_writes_what_one_at_a_time_writes,
+    test_claim_many_returns_only_new_event_ids_across_pages,
     test_each_event_of_a_run_continues_its_own_trace,
 )
 from tests.support.bus import ServiceUnderTest

@@ -101,3 +101,17 @@ def test_runs_split_at_another_topic_and_at_a_second_event_of_one_order() -> Non
     sequence = [requests[0], requests[1], again, reports[2], requests[2], reports[0], reports[1]]
     runs = _runs([item(n, r) for n, r in enumerate(sequence)])
     assert [[i for i, *_ in run] for run in runs] == [[0, 1], [2], [3], [4], [5], [6]]
+
+
+async def test_claim_many_returns_only_new_event_ids_across_pages(decisions) -> None:  # type: ignore[no-untyped-def]
+    from services.common import inbox
+
+    svc = decisions[0]
+    claims = [(f"evt-{n}", "t", 0, n) for n in range(2500)]  # more than one page of 1000 rows
+    async with svc.sessions() as session, session.begin():
+        assert await inbox.claim_many(session, svc.spec.inbox, consumer="c", records=claims[:300]) == {
+            f"evt-{n}" for n in range(300)
+        }
+    async with svc.sessions() as session, session.begin():
+        fresh = await inbox.claim_many(session, svc.spec.inbox, consumer="c", records=claims)
+    assert fresh == {f"evt-{n}" for n in range(300, 2500)}
