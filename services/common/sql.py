@@ -5,16 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+
+_IGNORING: dict[tuple[str, Table], Insert] = {}
+
+
+def _ignoring(dialect_name: str, table: Table) -> Insert:
+    """INSERT .. ON CONFLICT DO NOTHING of `table` (built once per dialect and table), values bound at execution."""
+    key = (dialect_name, table)
+    if key not in _IGNORING:
+        dialect = postgresql if dialect_name == "postgresql" else sqlite
+        _IGNORING[key] = dialect.insert(table).on_conflict_do_nothing()
+    return _IGNORING[key]
 
 
 async def insert_ignore(session: AsyncSession, table: Table, values: dict[str, Any]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True when the row was inserted."""
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    result = await session.execute(statement)
+    result = await session.execute(_ignoring(session.bind.dialect.name, table), values)
     return result.rowcount == 1
 
 
@@ -22,5 +31,4 @@ async def insert_ignore_many(session: AsyncSession, table: Table, rows: Sequence
     """INSERT ... ON CONFLICT DO NOTHING of several rows (same keys) in one execution."""
     if not rows:
         return
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    await session.execute(dialect.insert(table).on_conflict_do_nothing(), list(rows))
+    await session.execute(_ignoring(session.bind.dialect.name, table), list(rows))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +19,22 @@ from services.decision.adapters.orm import approval, case, case_event, report
 OPEN_STATES = ("awaiting_approval", "granted", "dispatched", "unassigned")
 # Columns a new case may leave unset; every row of one multi-row insert names all of them.
 _DECISION_COLUMNS = ("denial_code", "decided_by_id", "decided_by_role", "rules", "policy_version")
+
+
+# The request path's reads, built once (statements made per call cost more than running them).
+_REPORTS_OF = select(report).where(report.c.service_job_id.in_(bindparam("jobs", expanding=True)))
+_CASES_OF_ORDERS = (
+    select(case.c.case_id, case.c.service_order_id, case.c.status)
+    .where(case.c.service_order_id.in_(bindparam("orders", expanding=True)))
+    .order_by(case.c.id)
+)
+_UNUSED_APPROVALS_OF = (
+    select(approval)
+    .where(approval.c.service_job_id.in_(bindparam("jobs", expanding=True)))
+    .where(approval.c.used_by_case_id.is_(None))
+    .order_by(approval.c.id)
+)
+_INSERT_CASES = case.insert()
 
 
 class DecisionRepository:
@@ -35,17 +51,12 @@ class DecisionRepository:
 
     async def reports_of(self, job_ids: Sequence[str]) -> dict[str, Row[Any]]:
         """The stored reports of these jobs, by job id."""
-        query = select(report).where(report.c.service_job_id.in_(sorted(set(job_ids))))
-        return {row.service_job_id: row for row in (await self.session.execute(query)).all()}
+        rows = (await self.session.execute(_REPORTS_OF, {"jobs": sorted(set(job_ids))})).all()
+        return {row.service_job_id: row for row in rows}
 
     async def cases_of_orders(self, order_ids: Sequence[str]) -> Sequence[Row[Any]]:
         """Every case of these orders (id, status), oldest first."""
-        query = (
-            select(case.c.case_id, case.c.service_order_id, case.c.status)
-            .where(case.c.service_order_id.in_(sorted(set(order_ids))))
-            .order_by(case.c.id)
-        )
-        return (await self.session.execute(query)).all()
+        return (await self.session.execute(_CASES_OF_ORDERS, {"orders": sorted(set(order_ids))})).all()
 
     async def add_cases(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert new cases, in the given (arrival) order, each with the status it was decided to."""
@@ -57,7 +68,7 @@ class DecisionRepository:
             if full["rules"] is not None:
                 full["rules"] = json.dumps(list(full["rules"]))
             filled.append(full)
-        await self.session.execute(case.insert(), filled)
+        await self.session.execute(_INSERT_CASES, filled)
 
     async def get_case(self, case_id: str) -> Row[Any] | None:
         return (await self.session.execute(select(case).where(case.c.case_id == case_id))).first()
@@ -107,13 +118,7 @@ class DecisionRepository:
 
     async def unused_approvals_of(self, job_ids: Sequence[str]) -> Sequence[Row[Any]]:
         """Unused approvals of these jobs, oldest first (the caller picks those that may decide each case)."""
-        query = (
-            select(approval)
-            .where(approval.c.service_job_id.in_(sorted(set(job_ids))))
-            .where(approval.c.used_by_case_id.is_(None))
-            .order_by(approval.c.id)
-        )
-        return (await self.session.execute(query)).all()
+        return (await self.session.execute(_UNUSED_APPROVALS_OF, {"jobs": sorted(set(job_ids))})).all()
 
     @staticmethod
     def event_row(
