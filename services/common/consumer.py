@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from schemas.v1 import Event, dlq_topic
 from services.common import dlq_headers, inbox, logs, outbox, tracing
@@ -32,9 +32,9 @@ from services.common.pan import contains_card_number, mask_card_numbers
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AsyncSession, Any], Awaitable[Sequence[outbox.Outgoing]]]
+Handler = Callable[[AsyncConnection, Any], Awaitable[Sequence[outbox.Outgoing]]]
 # Several events of one topic and distinct service orders -> what each one emits, in their order.
-ManyHandler = Callable[[AsyncSession, Sequence[Any]], Awaitable[Sequence[Sequence[outbox.Outgoing]]]]
+ManyHandler = Callable[[AsyncConnection, Sequence[Any]], Awaitable[Sequence[Sequence[outbox.Outgoing]]]]
 
 
 class Record(Protocol):
@@ -223,12 +223,13 @@ class EventConsumer:
         outcomes: dict[int, str] = {}
         with staged_increments() as increments:
             async with self.sessions() as session, session.begin():
+                conn = await session.connection()  # handlers run Core statements: no ORM layer per statement
                 # Per-order locks in one sorted pass, so two batches never wait on each other in a cycle.
                 orders = sorted({o for *_, ev in decoded if (o := getattr(ev, "service_order_id", None))})
-                await lock_orders(session, orders)
+                await lock_orders(conn, orders)
                 for run in _runs(decoded):
                     if len(run) > 1:
-                        outcomes |= await self._apply_run(session, run)
+                        outcomes |= await self._apply_run(conn, run)
                         continue
                     [(i, record, route, event)] = run
                     # Each event keeps its own span (so its outbox rows continue its trace) and log fields.
@@ -238,14 +239,14 @@ class EventConsumer:
                         logs.event_fields(event_id=event.event_id, service_order_id=order),
                     ):
                         tracing.set_event(span, event.event_id, order)
-                        outcomes[i] = await self._apply_in(session, route, event, record)
+                        outcomes[i] = await self._apply_in(conn, route, event, record)
                         tracing.set_outcome(span, outcomes[i])
         increments.apply()
         self.on_committed()
         return outcomes
 
     async def _apply_run(
-        self, session: AsyncSession, run: Sequence[tuple[int, Record, Route, Event]]
+        self, session: AsyncConnection, run: Sequence[tuple[int, Record, Route, Event]]
     ) -> dict[int, str]:
         """Events of one topic and distinct orders through the route's set-based handler.
 
@@ -311,12 +312,12 @@ class EventConsumer:
         # Counter increments a handler makes count only if this transaction commits (not once per try).
         with staged_increments() as increments:
             async with self.sessions() as session, session.begin():
-                outcome = await self._apply_in(session, route, event, record)
+                outcome = await self._apply_in(await session.connection(), route, event, record)
         increments.apply()
         self.on_committed()
         return outcome
 
-    async def _apply_in(self, session: AsyncSession, route: Route, event: Event, record: Record) -> str:
+    async def _apply_in(self, session: AsyncConnection, route: Route, event: Event, record: Record) -> str:
         """Inbox claim, state change and outbox rows of one event, in the caller's transaction."""
         fresh = await inbox.claim(
             session,

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from services.common.sql import dialect_name
+
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
@@ -73,7 +75,7 @@ async def lock_order(session: AsyncSession, service_order_id: str) -> None:
     PostgreSQL: a transaction-scoped advisory lock on the order. SQLite: BEGIN IMMEDIATE
     already holds the database write lock for the whole transaction.
     """
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
             {"key": service_order_id},
@@ -82,7 +84,7 @@ async def lock_order(session: AsyncSession, service_order_id: str) -> None:
 
 async def lock_orders(session: AsyncSession, service_order_ids: list[str]) -> None:
     """Take the per-order locks of several orders, in the given (sorted) order; see lock_order."""
-    if session.bind.dialect.name == "postgresql" and service_order_ids:
+    if dialect_name(session) == "postgresql" and service_order_ids:
         await session.execute(
             text(
                 "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "

@@ -9,7 +9,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.sql import insert_ignore
+from services.common.sql import dialect_name, insert_ignore
 
 
 async def claim(
@@ -47,7 +47,7 @@ async def claim_many(
     """
     if not records:
         return set()
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
     now = datetime.now(UTC)
     rows = [
         {"consumer": consumer, "event_id": e, "topic": t, "partition": p, "offset": o, "processed_at": now}

@@ -9,6 +9,13 @@ from sqlalchemy import Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+
+def dialect_name(executor: Any) -> str:
+    """ "postgresql" or "sqlite": the dialect of an AsyncConnection (what handlers get) or an AsyncSession."""
+    dialect = getattr(executor, "dialect", None)
+    return str((dialect or executor.bind.dialect).name)
+
+
 _IGNORING: dict[tuple[str, Table], Insert] = {}
 
 
@@ -23,7 +30,7 @@ def _ignoring(dialect_name: str, table: Table) -> Insert:
 
 async def insert_ignore(session: AsyncSession, table: Table, values: dict[str, Any]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True when the row was inserted."""
-    result = await session.execute(_ignoring(session.bind.dialect.name, table), values)
+    result = await session.execute(_ignoring(dialect_name(session), table), values)
     return result.rowcount == 1
 
 
@@ -31,4 +38,4 @@ async def insert_ignore_many(session: AsyncSession, table: Table, rows: Sequence
     """INSERT ... ON CONFLICT DO NOTHING of several rows (same keys) in one execution."""
     if not rows:
         return
-    await session.execute(_ignoring(session.bind.dialect.name, table), list(rows))
+    await session.execute(_ignoring(dialect_name(session), table), list(rows))
