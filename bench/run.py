@@ -34,7 +34,7 @@ CEILINGS = (
 )
 # In this order each variant's reports are preloaded by the service the previous one left running,
 # and the batched service preloads fastest.
-DECISION_MODES = {"": "default", "-batched": "batched", "-record-commit": "record-commit"}
+DECISION_MODES = {"": "default", "-batched": "batched", "-per-event": "per-event", "-record-commit": "record-commit"}
 SERVICE_VARIANTS = tuple(
     f"{kind}-{db}{suffix}"
     for db in ("pg", "sqlite")
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--db-batch", type=int, default=100, help="events per transaction of ceiling-db-batched")
     p.add_argument("--db-lanes", type=int, default=4, help="connections of ceiling-db-concurrent (default 4)")
     p.add_argument(
-        "--service-batch", type=int, default=100, help="DECISION_BATCH_MAX of decision-<db>-batched (default 100)"
+        "--service-batch", type=int, default=500, help="DECISION_BATCH_MAX of decision-<db>-batched (default 500)"
     )
     p.add_argument("--latency-load", type=float, default=0.5, help="latency rate as a fraction of the measured max")
     p.add_argument("--latency-seconds", type=float, default=8.0, help="how long the latency run sends (default 8)")

@@ -127,11 +127,18 @@ async def ceiling(ctx: Ctx, name: str, round_no: int) -> dict[str, Any]:
 
 
 def decision_settings(ctx: Ctx, mode: str) -> dict[str, str]:
-    """The decision service's extra settings for a decision-alone mode: default, record-commit, batched."""
+    """The decision service's extra settings for a decision-alone mode.
+
+    default: none (batches of up to 100 records per transaction); batched: `--service-batch` records
+    per transaction; per-event: one transaction per event; record-commit: per-event, and an offset
+    commit awaited after every record.
+    """
     if mode == "batched":
         return {"DECISION_BATCH_MAX": str(ctx.args.service_batch)}
+    if mode == "per-event":
+        return {"DECISION_BATCH_MAX": "1"}
     if mode == "record-commit":
-        return {"DECISION_COMMIT_INTERVAL_MS": "0"}
+        return {"DECISION_BATCH_MAX": "1", "DECISION_COMMIT_INTERVAL_MS": "0"}
     return {}
 
 
@@ -140,7 +147,7 @@ async def decision_alone(
 ) -> dict[str, Any]:
     n = ctx.args.events
     db = stack.database
-    kind = "x" if profile else {"default": "r", "batched": "b", "record-commit": "c"}[mode]
+    kind = "x" if profile else {"default": "r", "batched": "b", "per-event": "e", "record-commit": "c"}[mode]
     wl = workload(ctx.token, f"d{db[0]}{kind}{round_no}", n, ctx.where)
     extra = decision_settings(ctx, mode)
     # Reports are preloaded by whichever decision service runs; the timed start uses `extra`.

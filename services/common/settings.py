@@ -75,7 +75,11 @@ class ServiceSettings(BaseSettings):
         default=100, ge=0, le=60_000, description="gather offset commits this long (0: commit after each record)"
     )
     batch_max: int = Field(
-        default=1, ge=1, le=5_000, description="records applied in one transaction (1: one transaction per event)"
+        default=100,
+        ge=1,
+        le=5_000,
+        description="most records applied in one transaction (1: one transaction per event); a batch is what has"
+        " arrived, so under light load it is one record",
     )
 
 
