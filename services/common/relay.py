@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import BigInteger, ColumnElement, Table, any_, bindparam, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +24,13 @@ Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]]], Awaitable[Awaitabl
 
 
 class OutboxRelay:
+    """Publishes pending outbox rows in id order, one batch per transaction.
+
+    `wake()` (called after each committed transaction) starts a pass; the pass waits `linger_s`
+    first so that rows committed meanwhile go out in the same batch instead of one transaction
+    each. 0 publishes as soon as woken. Without a wake-up a pass still runs every `poll_interval_s`.
+    """
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -32,6 +39,7 @@ class OutboxRelay:
         *,
         batch_size: int = 200,
         poll_interval_s: float = 0.5,
+        linger_s: float = 0.005,
         on_published: Callable[[int], None] = lambda n: None,
     ) -> None:
         self._sessions = sessions
@@ -39,6 +47,7 @@ class OutboxRelay:
         self._send = send
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._linger_s = linger_s
         self._on_published = on_published
         self._wakeup = asyncio.Event()
         self._backoff = Backoff()
@@ -64,8 +73,19 @@ class OutboxRelay:
                 await self._wait_for_work()
 
     async def _wait_for_work(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result when the event
+        # is set in the same loop turn as the task is cancelled, swallowing the cancellation, and
+        # the stop that cancelled the relay then waits for it forever.
+        try:
+            async with asyncio.timeout(self._poll_interval_s):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass  # a poll: publish now
+        else:
+            if self._linger_s > 0:
+                await asyncio.sleep(self._linger_s)
+        # Cleared only now, before the batch is read: a wake-up during the linger is for a row
+        # committed before this point, which the coming SELECT sees; a later one starts another pass.
         self._wakeup.clear()
 
     async def publish_batch(self) -> int:
@@ -75,9 +95,10 @@ class OutboxRelay:
             if not rows:
                 return 0
             await self._publish(rows)
-            ids = [row.id for row in rows]
             await session.execute(
-                update(self._table).where(self._table.c.id.in_(ids)).values(published_at=datetime.now(UTC))
+                update(self._table)
+                .where(self._ids_in(session, [row.id for row in rows]))
+                .values(published_at=datetime.now(UTC))
             )
         self._on_published(len(rows))
         return len(rows)
@@ -92,6 +113,14 @@ class OutboxRelay:
         if session.bind.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         return (await session.execute(query)).all()
+
+    def _ids_in(self, session: AsyncSession, ids: list[int]) -> ColumnElement[bool]:
+        # PostgreSQL: one array parameter, so the statement text (and asyncpg's prepared statement)
+        # is the same for every batch size; an expanding IN is a new statement per size. SQLite has
+        # no arrays and prepares statements locally, so IN costs it nothing extra.
+        if session.bind.dialect.name == "postgresql":
+            return self._table.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
+        return self._table.c.id.in_(ids)
 
     async def _publish(self, rows: Sequence[Row[Any]]) -> None:
         # Pipeline the batch: sends are queued in id order (the idempotent producer keeps
