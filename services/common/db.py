@@ -23,7 +23,11 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str) -> AsyncEngine:
     if is_sqlite(url):
         return _sqlite_engine(url)
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=5, connect_args=_pg_args(url))
+    # No pool_pre_ping: it cost every checkout a round trip (and a rollback). A pooled connection the
+    # server closed (a restart) fails its first statement instead; SQLAlchemy sees the closed asyncpg
+    # connection as a disconnect (connection_invalidated), drops the whole pool's connections, and
+    # the consumer and the relay retry that error like any transient one.
+    return create_async_engine(url, pool_size=10, max_overflow=5, connect_args=_pg_args(url))
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
