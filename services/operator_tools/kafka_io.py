@@ -16,6 +16,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.operator_tools.planning import TP, PartitionRange, PlanError
+from services.ops.kafka import DLQ_HEADROOM_BYTES, MAX_RECORD_BYTES
+
+# The largest record the tools may have to write: a DLQ copy of the largest record a topic accepts.
+MAX_REQUEST_BYTES = MAX_RECORD_BYTES + DLQ_HEADROOM_BYTES
 
 log = logging.getLogger(__name__)
 CLIENT_ID = "second-opinion-operator"
@@ -115,7 +119,15 @@ class Reader:
 
 
 def safe_producer(bootstrap_servers: str) -> AIOKafkaProducer:
-    """Idempotent and acks=all: a retried send is never written twice, an acked one is not lost."""
+    """Idempotent and acks=all: a retried send is never written twice, an acked one is not lost.
+
+    Its request limit is the topics' own (10 MiB + DLQ headroom), not aiokafka's 1 MiB default: a
+    replay or a redrive re-sends whatever the services accepted, the largest records included.
+    """
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, client_id=CLIENT_ID, enable_idempotence=True, acks="all"
+        bootstrap_servers=bootstrap_servers,
+        client_id=CLIENT_ID,
+        enable_idempotence=True,
+        acks="all",
+        max_request_size=MAX_REQUEST_BYTES,
     )
