@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from schemas.v1 import Event, dlq_topic
 from services.common import dlq_headers, inbox, logs, outbox, tracing
 from services.common.backoff import Backoff
-from services.common.db import lock_orders
+from services.common.db import lock_orders, orders_held
 from services.common.metrics import APPLIED, DEAD_LETTERED, DUPLICATE, RETRY, ServiceMetrics, staged_increments
 from services.common.pan import contains_card_number, mask_card_numbers
 
@@ -227,22 +227,30 @@ class EventConsumer:
                 # Per-order locks in one sorted pass, so two batches never wait on each other in a cycle.
                 orders = sorted({o for *_, ev in decoded if (o := getattr(ev, "service_order_id", None))})
                 await lock_orders(conn, orders)
-                for run in _runs(decoded):
-                    if len(run) > 1:
-                        outcomes |= await self._apply_run(conn, run)
-                        continue
-                    [(i, record, route, event)] = run
-                    # Each event keeps its own span (so its outbox rows continue its trace) and log fields.
-                    order = getattr(event, "service_order_id", None)
-                    with (
-                        tracing.consumer_span(record, self.tracer) as span,
-                        logs.event_fields(event_id=event.event_id, service_order_id=order),
-                    ):
-                        tracing.set_event(span, event.event_id, order)
-                        outcomes[i] = await self._apply_in(conn, route, event, record)
-                        tracing.set_outcome(span, outcomes[i])
+                with orders_held(orders):
+                    outcomes |= await self._apply_runs(conn, decoded)
         increments.apply()
         self.on_committed()
+        return outcomes
+
+    async def _apply_runs(
+        self, conn: AsyncConnection, decoded: Sequence[tuple[int, Record, Route, Event]]
+    ) -> dict[int, str]:
+        outcomes: dict[int, str] = {}
+        for run in _runs(decoded):
+            if len(run) > 1:
+                outcomes |= await self._apply_run(conn, run)
+                continue
+            [(i, record, route, event)] = run
+            # Each event keeps its own span (so its outbox rows continue its trace) and log fields.
+            order = getattr(event, "service_order_id", None)
+            with (
+                tracing.consumer_span(record, self.tracer) as span,
+                logs.event_fields(event_id=event.event_id, service_order_id=order),
+            ):
+                tracing.set_event(span, event.event_id, order)
+                outcomes[i] = await self._apply_in(conn, route, event, record)
+                tracing.set_outcome(span, outcomes[i])
         return outcomes
 
     async def _apply_run(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from sqlalchemy import event, text
@@ -73,12 +76,29 @@ def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+# Orders whose lock the current transaction already holds (set by the consumer runtime for a batch,
+# which locks all of its orders up front): taking them again would be a round trip for nothing.
+_HELD: ContextVar[frozenset[str]] = ContextVar("held_order_locks", default=frozenset())
+
+
+@contextlib.contextmanager
+def orders_held(service_order_ids: Iterable[str]) -> Iterator[None]:
+    """Inside the block, lock_order(s) skip these orders: the caller's transaction holds their locks."""
+    token = _HELD.set(_HELD.get() | frozenset(service_order_ids))
+    try:
+        yield
+    finally:
+        _HELD.reset(token)
+
+
 async def lock_order(session: AsyncSession, service_order_id: str) -> None:
     """Serialize work on one service order inside the current transaction.
 
     PostgreSQL: a transaction-scoped advisory lock on the order. SQLite: BEGIN IMMEDIATE
     already holds the database write lock for the whole transaction.
     """
+    if service_order_id in _HELD.get():
+        return
     if dialect_name(session) == "postgresql":
         await session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
@@ -88,6 +108,8 @@ async def lock_order(session: AsyncSession, service_order_id: str) -> None:
 
 async def lock_orders(session: AsyncSession, service_order_ids: list[str]) -> None:
     """Take the per-order locks of several orders, in the given (sorted) order; see lock_order."""
+    held = _HELD.get()
+    service_order_ids = [o for o in service_order_ids if o not in held]
     if dialect_name(session) == "postgresql" and service_order_ids:
         await session.execute(
             text(

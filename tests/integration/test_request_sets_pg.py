@@ -38,3 +38,25 @@ async def decisions(infra):  # type: ignore[no-untyped-def]
     yield made
     for svc in made:
         await svc.stop()
+
+
+async def test_a_batch_takes_its_orders_locks_once(decisions) -> None:  # type: ignore[no-untyped-def]
+    """The runtime locks a batch's orders up front; the handlers' own lock calls then cost nothing."""
+    from services.common.consumer import APPLIED
+    from tests.service import request_sets as rs
+
+    svc = decisions[0]
+    reports, requests = rs.granted_requests("SO-L", 6)
+    mixed = [reports[0], reports[1], requests[2], reports[3], requests[4], requests[5]]
+    counter = rs.LockCounter(svc)
+    try:
+        assert await svc.consumer.process_batch(mixed) == [APPLIED] * 6
+    finally:
+        counter.close()
+    assert counter.count == 1
+    single = rs.LockCounter(svc)
+    try:
+        assert await svc.consumer.process(requests[0]) == APPLIED  # one event alone still takes its lock
+    finally:
+        single.close()
+    assert single.count == 1

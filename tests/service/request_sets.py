@@ -155,3 +155,11 @@ def request_of_case(cid: str) -> str | None:
 
 
 _BATCH_REQUEST_IDS = [f"R-R{n}" for n in range(1, 10)]
+
+
+class LockCounter(StatementCounter):
+    """Counts the per-order lock statements an engine sends."""
+
+    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "pg_advisory_xact_lock" in statement:
+            self.count += 1
