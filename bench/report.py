@@ -82,6 +82,9 @@ def summarize_variant(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["median_cpu_ms_per_event"] = _median(
             [r["decision_cpu_ms_per_event"] for r in good if r.get("decision_cpu_ms_per_event")]
         )
+        out["median_cpu_pct_of_core"] = _median(
+            [r["cpu"]["decision_cpu_pct_of_core"] for r in good if r.get("cpu", {}).get("decision_cpu_pct_of_core")]
+        )
         stats = [r["postgres_per_request"] for r in good if r.get("postgres_per_request")]
         if stats:
             out["median_postgres_per_request"] = {k: _median([s[k] for s in stats]) for k in stats[0]}
@@ -106,11 +109,17 @@ def _why(variants: dict[str, dict[str, Any]], name: str, goal: float, ceiling: s
     """What the run's own figures say limits `name` below `goal` requests/s."""
     var = variants.get(name, {})
     cpu = var.get("median_cpu_ms_per_event")
+    busy = var.get("median_cpu_pct_of_core")
     parts = []
-    if cpu:
+    if cpu and 1000 / cpu < goal:
         parts.append(
             f"the service spends {cpu:.2f} ms of CPU per request, so one core allows at most {1000 / cpu:,.0f}/s"
             f" ({goal:,.0f}/s needs {1000 / goal:.2f} ms)"
+        )
+    elif busy:
+        parts.append(
+            f"not its own CPU (the service kept {busy:.0f}% of a core busy): the rest of a batch's time is waiting"
+            " for its database commit and the broker's fetches and acks, on 2 cores shared with both"
         )
     bound = variants.get(ceiling or "", {}).get("median_events_per_s")
     if bound is not None and bound < goal:

@@ -46,7 +46,7 @@ ALL = (*CEILINGS, *SERVICE_VARIANTS)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--events", type=int, default=300, help="requests per service run (default 300)")
+    p.add_argument("--events", type=int, default=1000, help="requests per service run (default 1000)")
     p.add_argument(
         "--ceiling-events",
         type=int,
