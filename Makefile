@@ -45,7 +45,7 @@ scenarios-sqlite: install ## the scenarios with the services on SQLite
 chaos: install ## a soak: 1000 orders under kill -9 and replica churn; report in .run/chaos/ (CHAOS_ARGS="--orders 300")
 	@uv run python -m tests.faults.chaos $(CHAOS_ARGS)
 
-bench: install ## throughput and latency on the real stack (PostgreSQL and SQLite), results in bench/results/ (BENCH_ARGS="--events 300 --rounds 1 --profile")
+bench: install ## throughput and latency on the real stack (PostgreSQL and SQLite), results in bench/results/ (BENCH_ARGS="--events 300 --rounds 1 --no-profile")
 	@uv run python -m bench $(BENCH_ARGS)
 
 contracts: ## regenerate the published contract (schemas/json/*.schema.json, schemas/asyncapi.json) from schemas/v1.py

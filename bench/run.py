@@ -67,12 +67,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-load", type=float, default=0.5, help="latency rate as a fraction of the measured max")
     p.add_argument("--latency-seconds", type=float, default=8.0, help="how long the latency run sends (default 8)")
     p.add_argument("--latency-min-events", type=int, default=100, help="fewest requests of a latency run")
-    p.add_argument("--profile", action="store_true", help="one more decision-alone run per database under py-spy")
     p.add_argument(
-        "--profile-mode",
-        choices=list(DECISION_MODES.values()),
-        default="default",
-        help="settings of the profiled run (default: the service's defaults)",
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after the rounds, decision-alone runs under py-spy, per database and --profile-modes (default on;"
+        " --no-profile skips them)",
+    )
+    p.add_argument(
+        "--profile-modes",
+        default="default,per-event",
+        help=f"comma-separated settings of the profiled runs, of: {', '.join(DECISION_MODES.values())}"
+        " (default: default,per-event)",
     )
     p.add_argument("--port-base", type=int, default=18681, help="HTTP ports: PostgreSQL stack base..+2, SQLite +3..+5")
     p.add_argument("--kafka-port", type=int, default=18691, help="port of the bench's own broker (controller +1)")
@@ -81,6 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=RESULTS, help="where the results go (default bench/results)")
     args = p.parse_args(argv)
     args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
+    args.profile_mode_list = [m.strip() for m in args.profile_modes.split(",") if m.strip()]
+    bad_modes = [m for m in args.profile_mode_list if m not in DECISION_MODES.values()]
+    if bad_modes:
+        p.error(f"unknown profile modes: {', '.join(bad_modes)}")
     unknown = sorted(set(args.variant_list) - set(ALL))
     if unknown:
         p.error(f"unknown variants: {', '.join(unknown)}")
@@ -155,23 +165,24 @@ async def _main(args: argparse.Namespace) -> int:
                     runs[f"pipeline-{db}"].append(await _guard(variants.pipeline(ctx, stack, round_no)))
                 await stack.stop_all()
         if args.profile:
-            suffix = {mode: s for s, mode in DECISION_MODES.items()}[args.profile_mode]
-            for db in [d for d in ("pg", "sqlite") if d in stacks]:
-                name = f"decision-{db}{suffix}"
-                print(f"{_clock(t0)} profile: {name} under py-spy", flush=True)
-                path = args.results / f"{stamp}-profile-{name}.speedscope.json"
-                run = await _guard(variants.decision_alone(ctx, stacks[db], 0, profile=path, mode=args.profile_mode))
-                await stacks[db].stop_all()
-                profiles.append(
-                    {
-                        "variant": name,
-                        "ok": run.get("ok"),
-                        "events_per_s": run.get("events_per_s"),
-                        "events": run.get("events"),
-                        "cpu": run.get("cpu"),
-                        **run.get("profile", {}),
-                    }
-                )
+            suffixes = {mode: s for s, mode in DECISION_MODES.items()}
+            for mode in args.profile_mode_list:
+                for db in [d for d in ("pg", "sqlite") if d in stacks]:
+                    name = f"decision-{db}{suffixes[mode]}"
+                    print(f"{_clock(t0)} profile: {name} under py-spy", flush=True)
+                    path = args.results / f"{stamp}-profile-{name}.speedscope.json"
+                    run = await _guard(variants.decision_alone(ctx, stacks[db], 0, profile=path, mode=mode))
+                    await stacks[db].stop_all()
+                    profiles.append(
+                        {
+                            "variant": name,
+                            "ok": run.get("ok"),
+                            "events_per_s": run.get("events_per_s"),
+                            "events": run.get("events"),
+                            "cpu": run.get("cpu"),
+                            **run.get("profile", {}),
+                        }
+                    )
     finally:
         for stack in stacks.values():
             await stack.stop_all()
