@@ -14,6 +14,11 @@ SERVICES: tuple[ServiceName, ...] = ("decision", "dispatch", "payout")
 DEFAULT_PORTS: dict[str, int] = {"decision": 8081, "dispatch": 8082, "payout": 8083}
 
 
+def http_port(service: str) -> int:
+    """The service's HTTP port: an explicit <SERVICE>_HTTP_PORT wins, as it does for the service itself."""
+    return int(os.environ.get(f"{service.upper()}_HTTP_PORT", DEFAULT_PORTS[service]))
+
+
 class KafkaSettings(BaseSettings):
     """Where the broker is. `KAFKA_BOOTSTRAP_SERVERS` points at any existing cluster."""
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import httpx
 
-from services.common.settings import DEFAULT_PORTS, SERVICES, KafkaSettings, StackSettings
+from services.common.settings import SERVICES, KafkaSettings, StackSettings, http_port
 from services.ops import kafka, postgres, procs
 from services.ops.procs import OpsError
 
@@ -40,11 +40,6 @@ def log_file(st: StackSettings, svc: str) -> Path:
 
 def database_name(svc: str) -> str:
     return f"second_opinion_{svc}"
-
-
-def http_port(svc: str) -> int:
-    # An explicit <SVC>_HTTP_PORT in our environment wins, as it would for the service itself.
-    return int(os.environ.get(f"{svc.upper()}_HTTP_PORT", DEFAULT_PORTS[svc]))
 
 
 def database_url(st: StackSettings, svc: str, database: Database) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from services.common.settings import DEFAULT_PORTS
+from services.common.settings import DEFAULT_PORTS, http_port
 
 MAX_UNACCOUNTED_ROWS = 25
 
@@ -104,10 +104,10 @@ def next_steps(report: Path | None, run_dir: Path) -> list[str]:
     lines = ["[bold]Where to look next[/]"]
     if report is not None:
         lines.append(f"  full report: {report}")
-    for name, port in DEFAULT_PORTS.items():
-        base = f"http://127.0.0.1:{port}"
+    for name in DEFAULT_PORTS:
+        base = f"http://127.0.0.1:{http_port(name)}"
         lines.append(f"  {name:<9} {base}/health/ready   {base}/metrics")
-    console = f"http://127.0.0.1:{DEFAULT_PORTS['decision']}"
+    console = f"http://127.0.0.1:{http_port('decision')}"
     lines += [
         f"  console:  {console}/console  (token: uv run second-opinion token --user you --role supervisor)",
         f"  case API: {console}/docs",

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from schemas import v1
-from services.common.settings import DEFAULT_PORTS
+from services.common.settings import DEFAULT_PORTS, http_port
 from services.simulate import kafka_io
 from services.simulate.generator import Message, Plan, generate, run_token, second_report_messages
 from services.simulate.render import render
@@ -119,7 +119,7 @@ async def wait_settled(collector: Collector, watcher: asyncio.Task[None], progre
 async def services_not_ready() -> list[str]:
     async with httpx.AsyncClient(timeout=2.0) as client:
         results = await asyncio.gather(
-            *(client.get(f"http://127.0.0.1:{port}/health/ready") for port in DEFAULT_PORTS.values()),
+            *(client.get(f"http://127.0.0.1:{http_port(name)}/health/ready") for name in DEFAULT_PORTS),
             return_exceptions=True,
         )
     ready = [not isinstance(r, BaseException) and r.status_code == 200 for r in results]

@@ -578,3 +578,32 @@ def test_cli_registers_simulate_with_its_defaults() -> None:
         None,
     )
     assert callable(args.func)
+
+
+def test_the_summary_and_the_readiness_check_use_the_ports_the_stack_runs_on(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """<SVC>_HTTP_PORT moves a service (as `up` does): simulate must look there, not at 8081-8083."""
+    import asyncio
+    from pathlib import Path
+
+    from services.simulate import render, runner
+
+    for svc, port in (("DECISION", 18991), ("DISPATCH", 18992), ("PAYOUT", 18993)):
+        monkeypatch.setenv(f"{svc}_HTTP_PORT", str(port))
+    text = "\n".join(render.next_steps(None, Path(".run")))
+    assert "18991/health/ready" in text and "18992/health/ready" in text and "18993/health/ready" in text
+    assert "18991/console" in text and ":8081" not in text
+    asked: list[str] = []
+
+    class Client:
+        def __init__(self, **_: object) -> None: ...
+        async def __aenter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        async def __aexit__(self, *_: object) -> None: ...
+        async def get(self, url: str):  # type: ignore[no-untyped-def]
+            asked.append(url)
+            raise ConnectionError(url)
+
+    monkeypatch.setattr(runner.httpx, "AsyncClient", Client)
+    assert asyncio.run(runner.services_not_ready()) == ["decision", "dispatch", "payout"]
+    assert asked == [f"http://127.0.0.1:{p}/health/ready" for p in (18991, 18992, 18993)]
