@@ -111,7 +111,8 @@ def _why(variants: dict[str, dict[str, Any]], name: str, goal: float, ceiling: s
     cpu = var.get("median_cpu_ms_per_event")
     busy = var.get("median_cpu_pct_of_core")
     parts = []
-    if cpu and 1000 / cpu < goal:
+    cpu_bound = busy is None or busy >= 60  # a service kept busy most of a core is limited by its CPU
+    if cpu and 1000 / cpu < goal and cpu_bound:
         parts.append(
             f"the service spends {cpu:.2f} ms of CPU per request, so one core allows at most {1000 / cpu:,.0f}/s"
             f" ({goal:,.0f}/s needs {1000 / goal:.2f} ms)"
