@@ -119,8 +119,9 @@ def _why(variants: dict[str, dict[str, Any]], name: str, goal: float, ceiling: s
         )
     elif busy:
         parts.append(
-            f"not its own CPU (the service kept {busy:.0f}% of a core busy): the rest of a batch's time is waiting"
-            " for its database commit and the broker's fetches and acks, on 2 cores shared with both"
+            f"not its own CPU (the service kept {busy:.0f}% of a core busy): the rest of its time is waiting for"
+            " commits (the database's; the offset's too with COMMIT_INTERVAL_MS=0) and the broker's fetches and acks,"
+            " on 2 cores shared with both"
         )
     bound = variants.get(ceiling or "", {}).get("median_events_per_s")
     if bound is not None and bound < goal:
