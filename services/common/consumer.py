@@ -355,6 +355,7 @@ class EventConsumer:
             (dlq_headers.ORIGINAL_TIMESTAMP, str(record.timestamp).encode()),
             (dlq_headers.ERROR_CLASS, error_class.encode()),
             (dlq_headers.ERROR_MESSAGE, mask_card_numbers(message.encode())[:1000]),
+            (dlq_headers.DEAD_LETTERED_BY, self.name.encode()),
         ]
         failures = 0
         while True:

@@ -210,10 +210,13 @@ def select_for_redrive(
     """DLQ records to send back to `source_topic`, filtered by error class and DLQ partition:offset.
 
     A record whose x-original-topic header is missing or names another topic is skipped: sending
-    it back would put it where this redrive's audit trail does not look.
+    it back would put it where this redrive's audit trail does not look. A topic read by two
+    services (second_opinion.granted) can have two copies of one bad record, one from each
+    consumer: the original goes back once, and every consumer reads it again.
     """
     selection = RedriveSelection()
     seen = set()
+    originals: set[tuple[str | None, str | None]] = set()
     for r in records:
         seen.add((r.partition, r.offset))
         if offsets is not None and (r.partition, r.offset) not in offsets:
@@ -223,6 +226,12 @@ def select_for_redrive(
         if r.original_topic != source_topic:
             selection.skipped.append((r, f"x-original-topic is {r.original_topic!r}, not {source_topic!r}"))
             continue
+        original = (r.header(dlq_headers.ORIGINAL_PARTITION), r.header(dlq_headers.ORIGINAL_OFFSET))
+        if None not in original and original in originals:
+            by = r.header(dlq_headers.DEAD_LETTERED_BY) or "another consumer"
+            selection.skipped.append((r, f"a copy (from {by}) of {source_topic}/{'/'.join(original)}, already chosen"))
+            continue
+        originals.add(original)
         selection.chosen.append(r)
     selection.missing = sorted((offsets or frozenset()) - seen)
     return selection

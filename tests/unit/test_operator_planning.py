@@ -156,3 +156,21 @@ def test_summary_counts_per_topic_and_error_class_with_oldest_and_newest() -> No
         ("t.dlq", "not_json", 2, 10, 30),
         ("t.dlq", "schema_invalid", 1, 20, 20),
     ]
+
+
+def test_two_consumers_copies_of_one_record_are_redriven_once() -> None:
+    def copy(offset: int, by: str) -> DlqRecord:
+        headers = (
+            (dlq_headers.ERROR_CLASS, b"not_json"),
+            (dlq_headers.ORIGINAL_TOPIC, b"t"),
+            (dlq_headers.ORIGINAL_PARTITION, b"2"),
+            (dlq_headers.ORIGINAL_OFFSET, b"40"),
+            (dlq_headers.DEAD_LETTERED_BY, by.encode()),
+        )
+        return DlqRecord("t.dlq", 0, offset, 0, b"k", b"v", headers)
+
+    other = dlq(0, 7, "not_json")  # no original offset recorded: never taken for a copy
+    selection = select_for_redrive([copy(5, "dispatch"), copy(6, "payout"), other, dlq(0, 8, "not_json")], "t")
+    assert [r.offset for r in selection.chosen] == [5, 7, 8]
+    [(skipped, why)] = selection.skipped
+    assert skipped.offset == 6 and "payout" in why
