@@ -146,8 +146,11 @@ async def decision_alone(
     ctx: Ctx, stack: BenchStack, round_no: int, profile: Path | None = None, mode: str = "default"
 ) -> dict[str, Any]:
     n = ctx.args.events
+    if profile is not None and mode in ("default", "batched"):
+        n = max(n, 2000)  # a batching run of a few hundred is over before py-spy has sampled it
     db = stack.database
-    kind = "x" if profile else {"default": "r", "batched": "b", "per-event": "e", "record-commit": "c"}[mode]
+    # Orders of their own per mode: a profiled run of another mode must not meet these as duplicates.
+    kind = ("x" if profile else "") + {"default": "r", "batched": "b", "per-event": "e", "record-commit": "c"}[mode]
     wl = workload(ctx.token, f"d{db[0]}{kind}{round_no}", n, ctx.where)
     extra = decision_settings(ctx, mode)
     # Reports are preloaded by whichever decision service runs; the timed start uses `extra`.
