@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,7 +13,7 @@ from sqlalchemy.pool import NullPool
 
 from services.common import db
 from services.common.consumer import is_transient
-from services.ops import postgres
+from tests.support.stack import fresh_postgres_url
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +22,7 @@ pytestmark = pytest.mark.integration
 async def url(infra) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
     if infra.postgres_url is None:
         pytest.skip("needs PostgreSQL (TEST_DATABASES includes postgres)")
-    name = f"so_test_engine{os.environ.get('TEST_STACK_ID', '')}"
-    postgres.ensure_role_and_databases([])
-    postgres.recreate_database(name)
-    yield f"{infra.postgres_url}/{name}"
+    yield fresh_postgres_url(infra, "engine")
 
 
 async def backend_pids(engine: AsyncEngine, n: int) -> set[int]:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import MetaData, event
+from sqlalchemy import event
 
-from services.common import db
-from services.common.tables import outbox_table
-from services.ops import postgres
-from tests.service.test_relay import Broker, Outbox, failed, nothing_pending, relay_on, running, until
+from tests.service.test_relay import Broker, Outbox, failed, nothing_pending, outbox_at, relay_on, running, until
+from tests.support.stack import fresh_postgres_url
 
 pytestmark = pytest.mark.integration
 
@@ -21,16 +18,8 @@ pytestmark = pytest.mark.integration
 async def outbox(infra) -> AsyncIterator[Outbox]:  # type: ignore[no-untyped-def]
     if infra.postgres_url is None:
         pytest.skip("needs PostgreSQL (TEST_DATABASES includes postgres)")
-    name = f"so_test_relay{os.environ.get('TEST_STACK_ID', '')}_outbox"
-    postgres.ensure_role_and_databases([])
-    postgres.recreate_database(name)
-    metadata = MetaData()
-    table = outbox_table(metadata)
-    engine = db.make_engine(f"{infra.postgres_url}/{name}")
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield Outbox(engine, db.make_session_factory(engine), table)
-    await engine.dispose()
+    async with outbox_at(fresh_postgres_url(infra, "relay_outbox")) as made:
+        yield made
 
 
 async def test_every_batch_size_marks_sent_with_the_same_statement(outbox: Outbox) -> None:

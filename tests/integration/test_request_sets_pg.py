@@ -4,12 +4,10 @@ statements, RETURNING, the advisory locks of a run)."""
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
 from services.migrate import upgrade
-from services.ops import postgres
 from services.serve import load_spec
 from tests.service.test_request_sets import (  # noqa: F401  (collected here with the fixture below)
     test_a_run_costs_the_same_statements_for_two_requests_or_forty,
@@ -18,6 +16,7 @@ from tests.service.test_request_sets import (  # noqa: F401  (collected here wit
     test_each_event_of_a_run_continues_its_own_trace,
 )
 from tests.support.bus import ServiceUnderTest
+from tests.support.stack import fresh_postgres_url
 
 pytestmark = pytest.mark.integration
 
@@ -27,10 +26,7 @@ async def decisions(infra):  # type: ignore[no-untyped-def]
     """Two decision services on fresh PostgreSQL databases of their own."""
     made = []
     for name in ("one", "two"):
-        db_name = f"so_test_sets{os.environ.get('TEST_STACK_ID', '')}_{name}"
-        postgres.ensure_role_and_databases([])
-        postgres.recreate_database(db_name)
-        url = f"{infra.postgres_url}/{db_name}"
+        url = fresh_postgres_url(infra, f"sets_{name}")
         await asyncio.to_thread(upgrade, "decision", url)
         svc = ServiceUnderTest(load_spec("decision"), url)
         await svc.start()

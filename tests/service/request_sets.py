@@ -145,16 +145,10 @@ def granted_requests(prefix: str, n: int) -> tuple[list[FakeRecord], list[FakeRe
     return reports, requests
 
 
-def case_id(request_event_id: str) -> str:
-    return case_id_for(request_event_id)
-
-
 def request_of_case(cid: str) -> str | None:
     """The request event id (of the batch) whose case this is."""
-    return next((e for e in _BATCH_REQUEST_IDS if case_id_for(e) == cid), None)
-
-
-_BATCH_REQUEST_IDS = [f"R-R{n}" for n in range(1, 10)]
+    ids = [json.loads(r.value or b"{}")["event_id"] for r in batch()]
+    return next((e for e in ids if case_id_for(e) == cid), None)
 
 
 class LockCounter(StatementCounter):

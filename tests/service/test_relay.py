@@ -86,15 +86,24 @@ def relay_on(outbox: Outbox, broker: Broker, **options: Any) -> OutboxRelay:
     return relay
 
 
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+@contextlib.asynccontextmanager
+async def outbox_at(url: str) -> AsyncIterator[Outbox]:
+    """An outbox table on a fresh database at `url`, with the services' engine and sessions."""
     metadata = MetaData()
     table = outbox_table(metadata)
-    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}")
+    engine = db.make_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
-    yield Outbox(engine, db.make_session_factory(engine), table)
-    await engine.dispose()
+    try:
+        yield Outbox(engine, db.make_session_factory(engine), table)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    async with outbox_at(f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}") as made:
+        yield made
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.common.consumer import APPLIED, _runs
+from services.decision.app.mapping import case_id_for
 from services.serve import load_spec
 from tests.service import request_sets as rs
 from tests.support.bus import ServiceUnderTest
@@ -46,7 +47,7 @@ async def test_a_run_of_requests_writes_what_one_at_a_time_writes(decisions) -> 
         "SO-R8": "granted",
         "SO-R9": "awaiting_report",
     }
-    assert ("evt-apr-R3", rs.case_id("R-R3")) in got["approvals"]
+    assert ("evt-apr-R3", case_id_for("R-R3")) in got["approvals"]
     topics = sorted(t for t, *_ in got["outbox"])
     assert topics.count("second_opinion.granted") == 5 and topics.count("second_opinion.denied") == 2
     assert topics.count("provider_feedback.recorded") == 1

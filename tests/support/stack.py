@@ -96,6 +96,17 @@ def create_databases(infra: Infra, database: str, label: str, data_dir: Path) ->
     return urls
 
 
+def fresh_postgres_url(infra: Infra, name: str) -> str:
+    """A new, empty database on the test PostgreSQL (named with TEST_STACK_ID, so sessions stay apart)."""
+    full = f"so_test_{name}{STACK_ID}"
+    if os.environ.get("TEST_INFRA", "local") == "local":
+        postgres.ensure_role_and_databases([])
+        postgres.recreate_database(full)
+    else:
+        _create_database_remote(infra.postgres_url or "", full)
+    return f"{infra.postgres_url}/{full}"
+
+
 def _create_database_remote(server_url: str, name: str) -> None:
     import asyncio
 

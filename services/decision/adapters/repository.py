@@ -141,12 +141,6 @@ class DecisionRepository:
             "summary": json.dumps(summary, sort_keys=True, default=str),
         }
 
-    async def record_event(
-        self, case_id: str, direction: str, topic: str, event_id: str, occurred_at: datetime, summary: dict[str, Any]
-    ) -> None:
-        """Append an event to the case's timeline; the same event recorded again changes nothing."""
-        await self.record_events([self.event_row(case_id, direction, topic, event_id, occurred_at, summary)])
-
     async def record_events(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append timeline rows (see event_row) in one statement; rows already there are left as they are."""
         await insert_ignore_many(self.session, case_event, rows)

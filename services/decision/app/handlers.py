@@ -264,7 +264,7 @@ def _out_row(o: Outgoing, now: datetime) -> dict[str, Any]:
 
 
 async def _note_in(repo: DecisionRepository, case_id: str, topic: str, ev: v1.Event) -> None:
-    await repo.record_event(case_id, "in", topic, ev.event_id, ev.occurred_at, mapping.summary(ev))
+    await repo.record_events([_in(case_id, topic, ev, datetime.now(UTC))])
 
 
 async def _noted_out(repo: DecisionRepository, out: list[Outgoing]) -> list[Outgoing]:
@@ -276,4 +276,4 @@ async def _noted_out(repo: DecisionRepository, out: list[Outgoing]) -> list[Outg
 
 async def _note_row(repo: DecisionRepository, case_id: str, topic: str, row: Any, summary: dict[str, Any]) -> None:
     """A stored event (a report or approval received before the case) joins the case's timeline."""
-    await repo.record_event(case_id, "in", topic, row.event_id, row.occurred_at, summary)
+    await repo.record_events([_in_row(case_id, topic, row, summary, datetime.now(UTC))])
