@@ -73,17 +73,16 @@ class OutboxRelay:
                 await self._wait_for_work()
 
     async def _wait_for_work(self) -> None:
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result when the event
-        # is set in the same loop turn as the task is cancelled, swallowing the cancellation, and
-        # the stop that cancelled the relay then waits for it forever.
+        # asyncio.wait, which never cancels this task: wait_for on 3.11 can swallow a stop's cancel
+        # (the event set in the same loop turn), and asyncio.timeout can leave its own cancel pending
+        # when it fires just as the event is set, which the run loop would take for a stop.
+        waiter = asyncio.ensure_future(self._wakeup.wait())
         try:
-            async with asyncio.timeout(self._poll_interval_s):
-                await self._wakeup.wait()
-        except TimeoutError:
-            pass  # a poll: publish now
-        else:
-            if self._linger_s > 0:
-                await asyncio.sleep(self._linger_s)
+            done, _ = await asyncio.wait({waiter}, timeout=self._poll_interval_s)
+        finally:
+            waiter.cancel()
+        if done and self._linger_s > 0:
+            await asyncio.sleep(self._linger_s)
         # Cleared only now, before the batch is read: a wake-up during the linger is for a row
         # committed before this point, which the coming SELECT sees; a later one starts another pass.
         self._wakeup.clear()
