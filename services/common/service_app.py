@@ -231,7 +231,14 @@ def _build_broker(rt: Runtime, consumer: EventConsumer) -> KafkaBroker:
     # flight after the grace period finish and commit.
     broker = KafkaBroker(rt.kafka.bootstrap_servers, logger=broker_log, graceful_timeout=None)
     batched = rt.settings.batch_max > 1
-    batching: dict[str, Any] = {"batch": True, "max_records": rt.settings.batch_max} if batched else {}
+    # FastStream's batch poll sleeps as long as it waited after an empty fetch (200 ms by default):
+    # a record arriving meanwhile waited that long at each hop, and a directory entry could lose
+    # the race against a grant published after it.
+    batching: dict[str, Any] = (
+        {"batch": True, "max_records": rt.settings.batch_max, "batch_timeout_ms": rt.settings.batch_wait_ms}
+        if batched
+        else {}
+    )
     make_handler = _batch_handler if batched else _handler
     for topics in _consumer_topics(rt.spec, list(consumer.routes)):
         subscriber = broker.subscriber(

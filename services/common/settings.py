@@ -86,6 +86,13 @@ class ServiceSettings(BaseSettings):
         description="most records applied in one transaction (1: one transaction per event); a batch is what has"
         " arrived, so under light load it is one record",
     )
+    batch_wait_ms: int = Field(
+        default=10,
+        ge=1,
+        le=1_000,
+        description="a batching consumer with nothing to read waits this long for records, then pauses as long"
+        " (FastStream's batch poll); the most a record arriving in the pause waits",
+    )
 
 
 def service_settings(service: str, **overrides: object) -> ServiceSettings:
