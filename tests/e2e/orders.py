@@ -12,6 +12,7 @@ from schemas import v1
 from services.decision.app.mapping import case_id_for
 from tests.support.events import provider, report, request
 from tests.support.kafka_client import Tap
+from tests.support.stack import TestStack
 
 REASON_DETAIL = "the second technician disagrees"
 SETTLE_S = 30  # every wait on the stack is bounded by this
@@ -40,9 +41,17 @@ class Order:
     def mine(self, value: dict[str, Any]) -> bool:
         return value.get("service_order_id") == self.order
 
-    async def publish_pending_customer_request(self, tap: Tap) -> None:
-        directory_entry = provider(self.second_provider, self.zip)
-        await tap.publish(v1.SERVICE_PROVIDER_UPDATED, self.second_provider, directory_entry)
+    async def publish_directory_entry(self, tap: Tap, stack: TestStack) -> None:
+        """The order's second provider, applied by dispatch before anything is granted (see TestStack.applied)."""
+        entry = provider(self.second_provider, self.zip)
+        await stack.applied(
+            "dispatch",
+            v1.SERVICE_PROVIDER_UPDATED,
+            await tap.publish(v1.SERVICE_PROVIDER_UPDATED, self.second_provider, entry),
+        )
+
+    async def publish_pending_customer_request(self, tap: Tap, stack: TestStack) -> None:
+        await self.publish_directory_entry(tap, stack)
         await tap.publish(
             v1.SERVICE_REPORT_RECEIVED, self.order, report(self.order, self.job, provider_id="P-orig", zip_=self.zip)
         )
@@ -62,8 +71,8 @@ class Order:
         denied = request(self.order, self.job, self.request_id, reason="high_pricing")
         await tap.publish(v1.SECOND_OPINION_REQUESTED, self.order, denied)
 
-    async def publish_granted_request(self, tap: Tap) -> None:
+    async def publish_granted_request(self, tap: Tap, stack: TestStack) -> None:
         """A directory entry, a report and an authorizations request the policy grants (then dispatched)."""
-        await tap.publish(v1.SERVICE_PROVIDER_UPDATED, self.second_provider, provider(self.second_provider, self.zip))
+        await self.publish_directory_entry(tap, stack)
         await tap.publish(v1.SERVICE_REPORT_RECEIVED, self.order, report(self.order, self.job, zip_=self.zip))
         await tap.publish(v1.SECOND_OPINION_REQUESTED, self.order, request(self.order, self.job, self.request_id))

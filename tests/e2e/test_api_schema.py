@@ -78,9 +78,9 @@ async def sample_cases(e2e_stack: TestStack, decision_url: str, supervisor: dict
         "granted": Order("fuzz-granted"),
     }
     async with Tap(e2e_stack.bootstrap_servers, []) as tap:
-        await orders["awaiting_approval"].publish_pending_customer_request(tap)
+        await orders["awaiting_approval"].publish_pending_customer_request(tap, e2e_stack)
         await orders["denied"].publish_denied_request(tap)
-        await orders["granted"].publish_granted_request(tap)
+        await orders["granted"].publish_granted_request(tap, e2e_stack)
     accepted = {"awaiting_approval": {"awaiting_approval"}, "denied": {"denied"}, "granted": {"granted", "dispatched"}}
     async with httpx.AsyncClient(base_url=decision_url, headers=supervisor, timeout=10) as http:
 

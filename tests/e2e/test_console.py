@@ -78,7 +78,7 @@ async def test_a_supervisor_approves_a_customer_request_and_it_is_dispatched_and
 ) -> None:  # type: ignore[no-untyped-def]
     o = Order("approve")
     async with Tap(e2e_stack.bootstrap_servers, WATCHED) as tap:
-        await o.publish_pending_customer_request(tap)
+        await o.publish_pending_customer_request(tap, e2e_stack)
         page = await new_page()
         await log_in(page, e2e_stack.token("sam", "supervisor"))
         await expect(page.get_by_test_id("who")).to_contain_text("sam (supervisor)")
@@ -148,7 +148,7 @@ async def test_a_supervisor_approves_a_customer_request_and_it_is_dispatched_and
 async def test_an_agent_cannot_approve_from_the_page(e2e_stack: TestStack, new_page, shot) -> None:  # type: ignore[no-untyped-def]
     o, sentinel = Order("agent"), Order("sentinel")
     async with Tap(e2e_stack.bootstrap_servers, WATCHED) as tap:
-        await o.publish_pending_customer_request(tap)
+        await o.publish_pending_customer_request(tap, e2e_stack)
         page = await new_page()
         await log_in(page, e2e_stack.token("ann", "agent"))
         row = await queue_row(page, o.case_id)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 
 from services.common.kafka_offsets import partitions
 
@@ -45,9 +46,9 @@ class Tap:
         await self.consumer.stop()
         await self.producer.stop()
 
-    async def publish(self, topic: str, key: str, value: dict[str, Any] | bytes) -> None:
+    async def publish(self, topic: str, key: str, value: dict[str, Any] | bytes) -> RecordMetadata:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-        await self.producer.send_and_wait(topic, raw, key=key.encode())
+        return await self.producer.send_and_wait(topic, raw, key=key.encode())
 
     def values(self, topic: str, where: Callable[[dict[str, Any]], bool] = lambda v: True) -> list[dict[str, Any]]:
         out = []

@@ -11,15 +11,20 @@ their own ports, databases and consumer groups so that a running `make up` stack
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common.settings import SERVICES, KafkaSettings, StackSettings
+from aiokafka.structs import RecordMetadata
+
+from services.common.kafka_offsets import committed_offsets
+from services.common.settings import SERVICES, KafkaSettings, StackSettings, group_id
 from services.migrate import upgrade
 from services.ops import kafka, postgres, procs
 
@@ -174,6 +179,21 @@ class TestStack:
     def stop(self) -> None:
         for svc in self.services.values():
             svc.stop()
+
+    async def applied(self, service: str, topic: str, record: RecordMetadata, timeout: float = 30) -> None:
+        """Returns once `service` has applied `record` (its group committed past it); fails after `timeout` s.
+
+        Topics of one service are read by their own consumers, so a record published before
+        another can be applied after it: a test that needs an order across topics waits here.
+        """
+        group = group_id(service, self.kafka)
+        deadline = time.monotonic() + timeout
+        while (await committed_offsets(self.bootstrap_servers, group, topic)).get(record.partition, 0) <= record.offset:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{service} did not apply {topic}[{record.partition}]@{record.offset} in {timeout} s"
+                )
+            await asyncio.sleep(0.1)
 
     def token(self, user: str, role: str) -> str:
         from datetime import timedelta
