@@ -60,7 +60,7 @@ FACTS = {
     v1.CUSTOMER_NOTIFICATION_REQUESTED: 1,
     v1.PAYOUT_ISSUED: 2,  # service call and diagnosis fees of the original provider
 }
-WATCHED = [*FACTS, *v1.DLQ_TOPICS]
+WATCHED = [*FACTS, v1.DISPATCH_UNASSIGNED, *v1.DLQ_TOPICS]
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,11 @@ class Day:
         run = "o" + secrets.token_hex(3)  # few digits: ids never look like card numbers
         return cls(run, tuple(f"SO-{run}-{i:03d}" for i in range(count)))
 
-    async def directory(self, tap: Tap) -> None:
+    async def directory(self, tap: Tap, stack: TestStack) -> None:
+        """The day's provider, applied by dispatch before any request (else a grant may overtake it)."""
         pid = f"P-{self.run}"
-        await tap.publish(v1.SERVICE_PROVIDER_UPDATED, pid, provider(pid, f"Z-{self.run}"))
+        entry = await tap.publish(v1.SERVICE_PROVIDER_UPDATED, pid, provider(pid, f"Z-{self.run}"))
+        await stack.applied("dispatch", v1.SERVICE_PROVIDER_UPDATED, entry)
 
     async def reports(self, tap: Tap, orders: Sequence[str]) -> None:
         for order in orders:
@@ -95,6 +97,15 @@ def facts(tap: Tap, order: str) -> dict[str, int]:
 
 def unfinished(tap: Tap, orders: Sequence[str]) -> list[str]:
     return [o for o in orders if any(n < FACTS[t] for t, n in facts(tap, o).items())]
+
+
+def stuck(tap: Tap, orders: Sequence[str]) -> dict[str, dict[str, int]]:
+    """What each unfinished order has published so far (a failure's message): which service holds it."""
+    seen = [*FACTS, v1.DISPATCH_UNASSIGNED]
+    return {
+        o: {t: len(tap.distinct(t, lambda v, o=o: v.get("service_order_id") == o)) for t in seen}
+        for o in unfinished(tap, orders)
+    }
 
 
 def alive(stack: TestStack) -> dict[str, bool]:
@@ -134,7 +145,7 @@ async def test_broker_outage_mid_stream(own: Own) -> None:
     first, second = day.orders[:20], day.orders[20:]
     decision_db = database_url(stack.services["decision"])
     async with Tap(bootstrap, WATCHED) as tap, dlq_probe(bootstrap) as probe:
-        await day.directory(tap)
+        await day.directory(tap, stack)
         await day.reports(tap, first)
         assert await eventually(lambda: _applied(decision_db, f"evt-rpt-JOB-SO-{day.run}-%", len(first)), 30)
         # The decision is held on its inbox while the broker goes, so it commits grants with no
@@ -158,7 +169,7 @@ async def test_broker_outage_mid_stream(own: Own) -> None:
         await asyncio.wait_for(dead_letter, 60)  # the sink kept retrying and got through
         await day.reports(tap, second)
         await day.requests(tap, second)
-        assert await tap.wait_for(lambda: not unfinished(tap, day.orders), 120), unfinished(tap, day.orders)
+        assert await tap.wait_for(lambda: not unfinished(tap, day.orders), 120), stuck(tap, day.orders)
         await _settle(stack)
     _assert_exactly_once(tap, day)
     [dlq] = [r for r in tap.records if r.topic in v1.DLQ_TOPICS]  # the probe's record, nothing of the outage
@@ -183,10 +194,10 @@ async def test_postgres_outage_mid_stream(own: Own) -> None:
     decision_db = database_url(stack.services["decision"])
     logs = {name: svc.log_file.stat().st_size for name, svc in stack.services.items()}
     async with Tap(own.broker.ks.bootstrap_servers, WATCHED) as tap:
-        await day.directory(tap)
+        await day.directory(tap, stack)
         await day.reports(tap, first)
         await day.requests(tap, first)
-        assert await tap.wait_for(lambda: len(unfinished(tap, first)) < len(first), 60)
+        assert await tap.wait_for(lambda: len(unfinished(tap, first)) < len(first), 60), stuck(tap, first)
         flow = asyncio.create_task(_trickle(tap, day, rest, every_s=1.0))  # orders keep coming during the outage
         faults = await _stop_postgres(own, decision_db)
         down_clock = time.monotonic()
@@ -206,7 +217,7 @@ async def test_postgres_outage_mid_stream(own: Own) -> None:
         for svc in stack.services.values():
             await wait_status(svc, 200, 60)
         await flow
-        assert await tap.wait_for(lambda: not unfinished(tap, day.orders), 120), unfinished(tap, day.orders)
+        assert await tap.wait_for(lambda: not unfinished(tap, day.orders), 120), stuck(tap, day.orders)
         await _settle(stack)
     _assert_exactly_once(tap, day)
     assert [r for r in tap.records if r.topic in v1.DLQ_TOPICS] == []
