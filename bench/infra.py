@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from bench import kafkaio
 from schemas import v1
+from services.common.consumer import RouteContext
 from services.common.metrics import ServiceMetrics
 from services.common.settings import SERVICES, KafkaSettings, StackSettings
 from services.migrate import upgrade
@@ -101,7 +102,7 @@ def migrated(infra: Infra, database: str, name: str, service: str = "decision") 
 
 def input_topics(service: str) -> list[str]:
     """The topics a service consumes, from its own routes."""
-    return [r.topic for r in load_spec(service).build_routes(ServiceMetrics(f"bench_{service}"))]
+    return [r.topic for r in load_spec(service).build_routes(RouteContext(ServiceMetrics(f"bench_{service}")))]
 
 
 @dataclass

@@ -100,12 +100,13 @@ class Topic:
 
 def consumed_topics() -> dict[str, dict[str, type[v1.Event]]]:
     """Per service, the topics its routes consume and the model each route decodes with."""
+    from services.common.consumer import RouteContext
     from services.common.metrics import ServiceMetrics
     from services.serve import load_spec
 
     result: dict[str, dict[str, type[v1.Event]]] = {}
     for service in SERVICES:
-        routes = load_spec(service).build_routes(ServiceMetrics(service))
+        routes = load_spec(service).build_routes(RouteContext(ServiceMetrics(service)))
         result[service] = {route.topic: route.model for route in routes}
     return result
 

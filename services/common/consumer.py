@@ -67,6 +67,21 @@ class Route:
     handle_many: ManyHandler | None = None
 
 
+async def _always_caught_up(topic: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class RouteContext:
+    """What a service's routes get from the process that runs them."""
+
+    metrics: ServiceMetrics
+    # True when this service has applied everything `topic` holds now (its group committed up to
+    # the topic's end). Processes that read no live topic (tests on an in-memory bus, the replay
+    # tool) answer True.
+    caught_up: Callable[[str], Awaitable[bool]] = _always_caught_up
+
+
 def decode(raw: bytes | None, model: type[Event]) -> Event:
     """Bytes to a contract model, or BadInput naming why. Card numbers are looked for first."""
     if raw is None or raw == b"":
@@ -101,7 +116,12 @@ def _summarize(exc: ValidationError, data: Any) -> str:
     return "; ".join(parts)
 
 
+class NotYet(Exception):
+    """A handler cannot answer yet: what its answer depends on has not reached this service. Retried."""
+
+
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    NotYet,
     OperationalError,
     SAInterfaceError,
     ConnectionError,
@@ -312,7 +332,7 @@ class EventConsumer:
                 self._observe(record.topic, RETRY, started)
                 span.add_event("retry", {"attempt": failures, tracing.ERROR_TYPE: error})
                 self.metrics.retries.labels(record.topic, error).inc()
-                log.warning("retrying %s after %s: %s", _where(record), error, logs.describe(exc))
+                log.warning("retrying %s after %s", _where(record), logs.describe(exc))
                 await asyncio.sleep(self.backoff.delay(failures))
                 started = time.perf_counter()
 

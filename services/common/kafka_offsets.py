@@ -41,6 +41,13 @@ async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> d
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
 
 
+async def caught_up(bootstrap_servers: str, group: str, topic: str) -> bool:
+    """True when `group` has committed every partition of `topic` up to the partition's end offset now."""
+    ends = await end_offsets(bootstrap_servers, topic)
+    committed = await committed_offsets(bootstrap_servers, group, topic)
+    return all(committed.get(p, 0) >= end for p, end in ends.items())
+
+
 async def overview(bootstrap_servers: str, groups: dict[str, list[str]]) -> dict[str, Any]:
     """Per (group, topic) lag, summed over partitions, and the record count of every DLQ topic.
 

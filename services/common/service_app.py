@@ -24,7 +24,7 @@ from sqlalchemy import MetaData, Table, func, select
 
 from services.common import db, kafka_offsets
 from services.common.committer import Committer
-from services.common.consumer import EventConsumer, Route
+from services.common.consumer import EventConsumer, Route, RouteContext
 from services.common.metrics import ServiceMetrics
 from services.common.relay import OutboxRelay
 from services.common.settings import KafkaSettings, ServiceSettings, group_id
@@ -40,7 +40,7 @@ class ServiceSpec:
     metadata: MetaData
     inbox: Table
     outbox: Table
-    build_routes: Callable[[ServiceMetrics], Sequence[Route]]
+    build_routes: Callable[[RouteContext], Sequence[Route]]
     routers: Sequence[APIRouter] = field(default=())
     # Topics read by one consumer each; topics not named here share one consumer. Fewer
     # consumers in a group means fewer rebalances when an instance starts or stops.
@@ -155,7 +155,7 @@ async def _start(rt: Runtime) -> None:
     rt.relay = OutboxRelay(rt.sessions, rt.spec.outbox, send, on_published=rt.metrics.published.inc)
     consumer = EventConsumer(
         name=rt.spec.name,
-        routes={r.topic: r for r in rt.spec.build_routes(rt.metrics)},
+        routes={r.topic: r for r in rt.spec.build_routes(_route_context(rt))},
         sessions=rt.sessions,
         inbox_table=rt.spec.inbox,
         outbox_table=rt.spec.outbox,
@@ -280,6 +280,15 @@ async def _open_when_caught_up(rt: Runtime, topic: str, gate: asyncio.Event) -> 
                 gate.set()
                 return
         await asyncio.sleep(0.5)
+
+
+def _route_context(rt: Runtime) -> RouteContext:
+    group, bootstrap = group_id(rt.spec.name, rt.kafka), rt.kafka.bootstrap_servers
+
+    async def caught_up(topic: str) -> bool:
+        return await kafka_offsets.caught_up(bootstrap, group, topic)
+
+    return RouteContext(rt.metrics, caught_up)
 
 
 def _consumer_topics(spec: ServiceSpec, topics: list[str]) -> list[list[str]]:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.common import db
-from services.common.consumer import BadInput, EventConsumer, decode
+from services.common.consumer import BadInput, EventConsumer, RouteContext, decode
 from services.common.metrics import ServiceMetrics
 from services.common.relay import OutboxRelay
 from services.common.service_app import ServiceSpec
@@ -80,7 +80,7 @@ class ReplayReport:
 
 def input_topics(service: str) -> list[str]:
     """The topics the service consumes, as its routes name them."""
-    return [r.topic for r in load_spec(service).build_routes(ServiceMetrics(service))]
+    return [r.topic for r in load_spec(service).build_routes(RouteContext(ServiceMetrics(service)))]
 
 
 def _topics(service: str, wanted: Sequence[str] | None) -> list[str]:
@@ -221,7 +221,7 @@ def build_consumer(
     metrics = ServiceMetrics(spec.name)
     return EventConsumer(
         name=spec.name,
-        routes={r.topic: r for r in spec.build_routes(metrics)},
+        routes={r.topic: r for r in spec.build_routes(RouteContext(metrics))},
         sessions=sessions,
         inbox_table=spec.inbox,
         outbox_table=spec.outbox,

@@ -3,45 +3,24 @@
 Dispatch is stopped while a large directory and a grant are published; when it starts, its
 grant consumer and its directory consumer start together. Grants are held until the
 directory has caught up, so the job goes to the best provider, not to `dispatch.unassigned`.
+While it runs, a grant that finds no provider waits while the directory is behind (a reload).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
-from datetime import UTC, datetime
 
 import pytest
 
 from schemas import v1
-from tests.support.events import provider
+from tests.outages.probes import metric
+from tests.support.events import grant, provider
 from tests.support.kafka_client import Tap
 
 pytestmark = pytest.mark.integration
 PROVIDERS = 300
-
-
-def grant(order: str, zip_: str, run: str) -> dict:  # type: ignore[type-arg]
-    return v1.SecondOpinionGranted(
-        event_id=f"evt-grant-{run}",
-        occurred_at=datetime.now(UTC),
-        service_order_id=order,
-        case_id=f"case-{run}",
-        original_job_id=f"JOB-{run}",
-        original_provider_id="P-orig",
-        original_technician_id="T-orig",
-        customer_id=f"C-{run}",
-        trade="hvac",
-        property_zip=zip_,
-        source="authorizations",
-        reason_code="conflicting_reports",
-        decided_by=v1.Actor(id="policy", role="system"),
-        policy_version="test",
-        rules=[],
-        diagnostic_charges="company",
-        customer_disclosures=[],
-        prefer_same_company_different_technician=False,
-        original_charges=v1.Charges(service_call_fee="89.00", diagnosis_fee="45.00", currency="USD"),
-    ).model_dump(mode="json")
 
 
 async def test_grant_waits_for_the_directory_after_a_restart(stack) -> None:  # type: ignore[no-untyped-def]
@@ -64,3 +43,39 @@ async def test_grant_waits_for_the_directory_after_a_restart(stack) -> None:  # 
         assert tap.values(v1.DISPATCH_UNASSIGNED, mine) == []
         [job] = tap.values(v1.SERVICE_JOB_CREATED, mine)
         assert job["provider_id"] == f"P{PROVIDERS - 1:03d}-{run}"
+
+
+RELOAD = 3000  # provider updates published at once, as a nightly directory load does
+
+
+async def test_a_grant_during_a_directory_reload_waits_for_its_provider(stack) -> None:  # type: ignore[no-untyped-def]
+    """The grant is published after its provider, at the end of a large reload, and overtakes it.
+
+    Its consumer is idle and reads it at once, while the directory's consumer is still applying
+    the reload: it finds no provider, and since the directory is behind it waits (retries) rather
+    than telling the customer nobody is available.
+    """
+    run = "r" + secrets.token_hex(4)
+    zip_, order = f"Z-{run}", f"SO-{run}"
+    dispatch = stack.services["dispatch"]
+    retries = "second_opinion_event_retries_total"
+    waited_before = await metric(dispatch, retries, topic=v1.SECOND_OPINION_GRANTED, error="DirectoryBehind")
+    async with Tap(stack.bootstrap_servers, [v1.SERVICE_JOB_CREATED, v1.DISPATCH_UNASSIGNED]) as tap:
+        sent = []
+        for i in range(RELOAD):  # providers elsewhere; the order's own provider comes last
+            pid = f"P{i:04d}-{run}"
+            update = provider(pid, zip_ if i == RELOAD - 1 else f"Z-{run}-{i % 50}", event_id=f"evt-{pid}")
+            sent.append(
+                await tap.producer.send(v1.SERVICE_PROVIDER_UPDATED, json.dumps(update).encode(), key=pid.encode())
+            )
+        await asyncio.gather(*sent)
+        await tap.publish(v1.SECOND_OPINION_GRANTED, order, grant(order, zip_, run))
+        mine = lambda v: v["service_order_id"] == order  # noqa: E731
+        assert await tap.wait_for(
+            lambda: tap.values(v1.SERVICE_JOB_CREATED, mine) or tap.values(v1.DISPATCH_UNASSIGNED, mine), 60
+        )
+        assert tap.values(v1.DISPATCH_UNASSIGNED, mine) == []
+        [job] = tap.values(v1.SERVICE_JOB_CREATED, mine)
+        assert job["provider_id"] == f"P{RELOAD - 1:04d}-{run}"
+    waited = await metric(dispatch, retries, topic=v1.SECOND_OPINION_GRANTED, error="DirectoryBehind") - waited_before
+    assert waited > 0, "the grant did not overtake the reload: the test proved nothing (make RELOAD larger)"

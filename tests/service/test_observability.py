@@ -163,7 +163,7 @@ class TestLogs:
         assert (retry["service_order_id"], retry["event_id"]) == ("SO-L1", "SO-L1-R1")
         assert (retry["topic"], retry["partition"]) == (REQUESTS, 0) and isinstance(retry["offset"], int)
         assert retry["trace_id"] == TRACE_ID
-        assert retry["message"].endswith("OperationalError: Exception: database is locked")
+        assert retry["message"].endswith(" after OperationalError: Exception: database is locked")  # the class once
         after = records[-1]
         assert after["message"] == "after handling"
         assert not {"service_order_id", "event_id", "topic", "trace_id"} & after.keys()

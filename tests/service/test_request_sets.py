@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common.consumer import APPLIED, _runs
+from services.common.consumer import APPLIED, RouteContext, _runs
+from services.common.metrics import ServiceMetrics
 from services.decision.app.mapping import case_id_for
 from services.serve import load_spec
 from tests.service import request_sets as rs
@@ -89,10 +90,8 @@ async def test_each_event_of_a_run_continues_its_own_trace(decisions) -> None:  
 
 def test_runs_split_at_another_topic_and_at_a_second_event_of_one_order() -> None:
     reports, requests = rs.granted_requests("SO-S", 3)
-    routes = load_spec("decision").build_routes  # routes of the real service
-    from services.common.metrics import ServiceMetrics
-
-    by_topic = {r.topic: r for r in routes(ServiceMetrics("decision-runs"))}
+    routes = load_spec("decision").build_routes(RouteContext(ServiceMetrics("decision-runs")))  # the real service's
+    by_topic = {r.topic: r for r in routes}
 
     def item(n, record):  # type: ignore[no-untyped-def]
         route = by_topic[record.topic]

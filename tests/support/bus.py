@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from services.common import db
-from services.common.consumer import EventConsumer
+from services.common.consumer import EventConsumer, RouteContext
 from services.common.metrics import ServiceMetrics
 from services.common.relay import headers as relay_headers
 from services.common.service_app import ServiceSpec
@@ -53,7 +53,7 @@ class ServiceUnderTest:
         self.metrics = ServiceMetrics(self.spec.name)
         self.consumer = EventConsumer(
             name=self.spec.name,
-            routes={r.topic: r for r in self.spec.build_routes(self.metrics)},
+            routes={r.topic: r for r in self.spec.build_routes(RouteContext(self.metrics))},
             sessions=self.sessions,
             inbox_table=self.spec.inbox,
             outbox_table=self.spec.outbox,

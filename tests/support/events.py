@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+
+from schemas import v1
 
 
 def provider(
@@ -85,3 +88,28 @@ def approval(
         "decision": decision,
         "approver": {"id": f"{role.upper()}-7", "role": role},
     }
+
+
+def grant(order: str, zip_: str, run: str) -> dict[str, Any]:
+    """A grant as decision publishes it (for tests that feed dispatch or payout directly)."""
+    return v1.SecondOpinionGranted(
+        event_id=f"evt-grant-{run}",
+        occurred_at=datetime.now(UTC),
+        service_order_id=order,
+        case_id=f"case-{run}",
+        original_job_id=f"JOB-{run}",
+        original_provider_id="P-orig",
+        original_technician_id="T-orig",
+        customer_id=f"C-{run}",
+        trade="hvac",
+        property_zip=zip_,
+        source="authorizations",
+        reason_code="conflicting_reports",
+        decided_by=v1.Actor(id="policy", role="system"),
+        policy_version="test",
+        rules=[],
+        diagnostic_charges="company",
+        customer_disclosures=[],
+        prefer_same_company_different_technician=False,
+        original_charges=v1.Charges(service_call_fee="89.00", diagnosis_fee="45.00", currency="USD"),
+    ).model_dump(mode="json")

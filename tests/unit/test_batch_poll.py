@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from services.common.consumer import RouteContext
 from services.common.metrics import ServiceMetrics
 from services.common.service_app import Runtime, _build_broker
 from services.common.settings import KafkaSettings, service_settings
@@ -12,7 +13,7 @@ from services.dispatch.service import SPEC
 
 def subscribers(**settings: object) -> list[object]:
     rt = Runtime(SPEC, service_settings("dispatch", **settings), KafkaSettings(), ServiceMetrics("dispatch"))
-    consumer = SimpleNamespace(routes={r.topic: r for r in SPEC.build_routes(rt.metrics)})
+    consumer = SimpleNamespace(routes={r.topic: r for r in SPEC.build_routes(RouteContext(rt.metrics))})
     return list(_build_broker(rt, consumer).subscribers)  # type: ignore[arg-type]
 
 

@@ -13,7 +13,7 @@ import pytest
 from schemas import v1
 from services import contracts
 from services.cli import main
-from services.common.consumer import BadInput, decode
+from services.common.consumer import BadInput, RouteContext, decode
 from services.common.metrics import ServiceMetrics
 from services.common.settings import SERVICES
 from services.serve import load_spec
@@ -390,7 +390,7 @@ def operations(asyncapi: dict[str, Any], action: str) -> dict[str, set[str]]:
 def test_receive_operations_are_the_services_routes(asyncapi: dict[str, Any]):
     routes: dict[str, set[str]] = {}
     for service in SERVICES:
-        for route in load_spec(service).build_routes(ServiceMetrics(service)):
+        for route in load_spec(service).build_routes(RouteContext(ServiceMetrics(service))):
             routes.setdefault(route.topic, set()).add(service)
     assert operations(asyncapi, "receive") == routes
 

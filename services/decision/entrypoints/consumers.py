@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from schemas import v1
-from services.common.consumer import Route
-from services.common.metrics import ServiceMetrics
+from services.common.consumer import Route, RouteContext
 from services.common.policy import default_policy
 from services.decision.app.handlers import DecisionHandlers
 
 
-def build_routes(metrics: ServiceMetrics) -> Sequence[Route]:
-    handlers = DecisionHandlers(default_policy(), metrics)
+def build_routes(ctx: RouteContext) -> Sequence[Route]:
+    handlers = DecisionHandlers(default_policy(), ctx.metrics)
     return (
         Route(v1.SERVICE_REPORT_RECEIVED, v1.ServiceReportReceived, handlers.on_report),
         Route(v1.SECOND_OPINION_REQUESTED, v1.SecondOpinionRequested, handlers.on_request, handlers.on_requests),

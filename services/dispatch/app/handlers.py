@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from schemas import v1
+from services.common.consumer import NotYet
 from services.common.ids import derive
 from services.common.outbox import Outgoing
 from services.dispatch.adapters.repository import DispatchRepository
 from services.dispatch.domain.choice import Assignment, JobRequest, choose
+
+
+class DirectoryBehind(NotYet):
+    """No provider is eligible, but dispatch has not applied the whole provider directory yet."""
 
 
 async def on_provider_updated(session: Any, ev: v1.ServiceProviderUpdated) -> Sequence[Outgoing]:
@@ -18,17 +24,27 @@ async def on_provider_updated(session: Any, ev: v1.ServiceProviderUpdated) -> Se
     return []
 
 
-async def on_granted(session: Any, ev: v1.SecondOpinionGranted) -> Sequence[Outgoing]:
-    repo = DispatchRepository(session)
-    if await repo.assignment_exists(ev.case_id):
-        return []  # one job (or one unassigned) per grant, even if the grant is replayed
-    chosen = choose(await repo.providers(), _job_request(ev))
-    if chosen is None:
-        await repo.add_assignment(ev.case_id, ev.service_order_id, None, None)
-        return [_unassigned(ev)]
-    job_id = "SOJ-" + derive("second-opinion-job", ev.case_id)
-    await repo.add_assignment(ev.case_id, ev.service_order_id, job_id, chosen)
-    return [_job_created(ev, job_id, chosen), _notification(ev)]
+@dataclass(frozen=True)
+class DispatchHandlers:
+    # True when dispatch has applied every provider update the directory topic holds now.
+    directory_current: Callable[[], Awaitable[bool]]
+
+    async def on_granted(self, session: Any, ev: v1.SecondOpinionGranted) -> Sequence[Outgoing]:
+        repo = DispatchRepository(session)
+        if await repo.assignment_exists(ev.case_id):
+            return []  # one job (or one unassigned) per grant, even if the grant is replayed
+        chosen = choose(await repo.providers(), _job_request(ev))
+        if chosen is None:
+            # The directory and the grants are read by consumers of their own, so a grant can
+            # overtake a provider update published before it (after a restart, during a directory
+            # reload). "No provider" is final for the customer: say it only from a whole directory.
+            if not await self.directory_current():
+                raise DirectoryBehind(f"no eligible provider in zip {ev.property_zip} yet; the directory is behind")
+            await repo.add_assignment(ev.case_id, ev.service_order_id, None, None)
+            return [_unassigned(ev)]
+        job_id = "SOJ-" + derive("second-opinion-job", ev.case_id)
+        await repo.add_assignment(ev.case_id, ev.service_order_id, job_id, chosen)
+        return [_job_created(ev, job_id, chosen), _notification(ev)]
 
 
 def _job_request(ev: v1.SecondOpinionGranted) -> JobRequest:
