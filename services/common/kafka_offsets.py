@@ -42,10 +42,20 @@ async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> d
 
 
 async def caught_up(bootstrap_servers: str, group: str, topic: str) -> bool:
-    """True when `group` has committed every partition of `topic` up to the partition's end offset now."""
-    ends = await end_offsets(bootstrap_servers, topic)
+    """True when `group` has committed every partition of `topic` up to the partition's end offset now.
+
+    Records the log no longer holds (before its start offset) count as read: a partition whose
+    records were all deleted is caught up though the group never committed on it.
+    """
+    parts = await partitions(bootstrap_servers, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        starts, ends = await consumer.beginning_offsets(parts), await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
     committed = await committed_offsets(bootstrap_servers, group, topic)
-    return all(committed.get(p, 0) >= end for p, end in ends.items())
+    return all(max(committed.get(tp.partition, 0), starts[tp]) >= ends[tp] for tp in parts)
 
 
 async def overview(bootstrap_servers: str, groups: dict[str, list[str]]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData, Table, func, select
 
-from services.common import db, kafka_offsets
+from services.common import db, kafka_offsets, logs
 from services.common.committer import Committer
 from services.common.consumer import EventConsumer, Route, RouteContext
 from services.common.metrics import ServiceMetrics
@@ -30,6 +30,7 @@ from services.common.relay import OutboxRelay
 from services.common.settings import KafkaSettings, ServiceSettings, group_id
 
 log = logging.getLogger(__name__)
+CAUGHT_UP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,13 @@ def _route_context(rt: Runtime) -> RouteContext:
     group, bootstrap = group_id(rt.spec.name, rt.kafka), rt.kafka.bootstrap_servers
 
     async def caught_up(topic: str) -> bool:
-        return await kafka_offsets.caught_up(bootstrap, group, topic)
+        # Asked inside a handler's transaction: bounded, and "cannot tell" (broker away) is "not yet".
+        try:
+            async with asyncio.timeout(CAUGHT_UP_TIMEOUT_S):
+                return await kafka_offsets.caught_up(bootstrap, group, topic)
+        except Exception as exc:
+            log.info("cannot tell whether %s is caught up with %s: %s", group, topic, logs.describe(exc))
+            return False
 
     return RouteContext(rt.metrics, caught_up)
 

@@ -1,4 +1,4 @@
-"""A batching consumer's idle poll: FastStream pauses as long as it waited, so the wait must be short."""
+"""How the runtime wires a service: its consumers' poll settings, what its routes may ask of the broker."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from services.common.consumer import RouteContext
 from services.common.metrics import ServiceMetrics
-from services.common.service_app import Runtime, _build_broker
+from services.common.service_app import Runtime, _build_broker, _route_context
 from services.common.settings import KafkaSettings, service_settings
 from services.dispatch.service import SPEC
 
@@ -30,3 +30,12 @@ def test_the_default_wait_keeps_an_idle_hop_short() -> None:
 
 def test_one_transaction_per_event_reads_record_by_record() -> None:
     assert not any(hasattr(s, "batch_timeout_ms") for s in subscribers(batch_max=1))
+
+
+async def test_caught_up_is_not_yet_when_the_broker_cannot_be_asked() -> None:
+    # Asked inside a handler's transaction: an unreachable broker is "cannot tell", never an error.
+    closed = "127.0.0.1:1"  # nothing listens on port 1
+    rt = Runtime(
+        SPEC, service_settings("dispatch"), KafkaSettings(bootstrap_servers=closed), ServiceMetrics("dispatch")
+    )
+    assert await _route_context(rt).caught_up("service_provider.updated") is False
