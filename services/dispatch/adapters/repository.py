@@ -30,9 +30,17 @@ class DispatchRepository:
             .values(**row)
         )
 
-    async def providers(self) -> list[Provider]:
-        rows = (await self.session.execute(select(provider).where(provider.c.active.is_(True)))).all()
-        return [_provider(r) for r in rows]
+    async def providers_serving(self, zip_: str) -> list[Provider]:
+        """Active providers whose zips may hold `zip_`; the choice itself checks the zip exactly.
+
+        `zips` is a JSON array in a text column: an element equal to `zip_` is stored as
+        json.dumps(zip_), so the substring test never misses one (it may let a few others through).
+        The directory is not read and parsed whole for every grant.
+        """
+        query = select(provider).where(
+            provider.c.active.is_(True), provider.c.zips.contains(json.dumps(zip_), autoescape=True)
+        )
+        return [_provider(r) for r in (await self.session.execute(query)).all()]
 
     async def assignment_exists(self, case_id: str) -> bool:
         query = select(assignment.c.case_id).where(assignment.c.case_id == case_id)

@@ -33,7 +33,7 @@ class DispatchHandlers:
         repo = DispatchRepository(session)
         if await repo.assignment_exists(ev.case_id):
             return []  # one job (or one unassigned) per grant, even if the grant is replayed
-        chosen = choose(await repo.providers(), _job_request(ev))
+        chosen = choose(await repo.providers_serving(ev.property_zip), _job_request(ev))
         if chosen is None:
             # The directory and the grants are read by consumers of their own, so a grant can
             # overtake a provider update published before it (after a restart, during a directory
