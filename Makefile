@@ -21,8 +21,9 @@ run: install ## the main job: stack on embedded SQLite, a synthetic day of traff
 up: install ## start broker, database, migrations and the three services (DATABASE=sqlite|postgres)
 	@$(SO) up --database $(or $(DATABASE),sqlite)
 
-down: ## stop everything `make up` started
+down: ## stop everything `make up` started, and the tests' broker
 	@$(SO) down
+	@uv run python -m tests.support.broker stop
 
 status: ## what is running
 	@$(SO) status

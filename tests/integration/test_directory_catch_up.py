@@ -45,7 +45,7 @@ async def test_grant_waits_for_the_directory_after_a_restart(stack) -> None:  # 
         assert job["provider_id"] == f"P{PROVIDERS - 1:03d}-{run}"
 
 
-RELOAD = 3000  # provider updates published at once, as a nightly directory load does
+RELOAD = 2000  # provider updates published at once, as a nightly directory load does
 
 
 async def test_a_grant_during_a_directory_reload_waits_for_its_provider(stack) -> None:  # type: ignore[no-untyped-def]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from schemas.v1 import ALL_TOPICS, SERVICE_PROVIDER_UPDATED, TOPICS
-from services.common.settings import KafkaSettings, StackSettings
+from services.common.settings import KafkaSettings
 from services.ops import kafka
+from tests.support import broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -14,14 +15,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 @pytest.fixture(scope="module")
 def ks() -> KafkaSettings:
     # Idempotent: reuses a running broker. Deliberately not stopped: other tests share it.
-    settings = KafkaSettings()
-    kafka.start(StackSettings(), settings)
+    st, settings = broker.settings()
+    kafka.start(st, settings)
     return settings
 
 
 def test_broker_answers(ks: KafkaSettings) -> None:
     assert kafka.is_up(ks)
-    assert kafka.status(StackSettings(), ks)["cluster_id"]
+    assert kafka.status(broker.settings()[0], ks)["cluster_id"]
 
 
 def test_create_topics_is_idempotent(ks: KafkaSettings) -> None:

@@ -2,11 +2,13 @@
 
 Where the infrastructure comes from is a setting (`TEST_INFRA`):
 - `local` (default): the project's own scripts start Apache Kafka (KRaft, jars from Maven) and
-  Debian's PostgreSQL on this machine, as `make up` does;
+  Debian's PostgreSQL on this machine, as `make up` does; the broker is the tests' own, on
+  TEST_KAFKA_PORT (19092), so that a `make up` stack never reads the tests' events;
 - `testcontainers`: a Docker engine provides Kafka and PostgreSQL containers;
 - `external`: use `KAFKA_BOOTSTRAP_SERVERS` and `TEST_POSTGRES_URL` as given.
 The services themselves always run as separate processes (`second-opinion serve ...`), on
-their own ports, databases and consumer groups so that a running `make up` stack is not disturbed.
+their own ports, databases, consumer groups and broker so that a running `make up` stack is not
+disturbed (nor disturbs them).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from services.common.kafka_offsets import committed_offsets
 from services.common.settings import SERVICES, KafkaSettings, StackSettings, group_id
 from services.migrate import upgrade
 from services.ops import kafka, postgres, procs
+from tests.support import broker
 
 ROOT = Path(__file__).resolve().parents[2]
 # Two test sessions on one machine stay apart with TEST_STACK_ID (a short word) and TEST_PORT_BASE.
@@ -54,11 +57,10 @@ def start_infra(need_postgres: bool) -> Infra:
         return Infra(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ.get("TEST_POSTGRES_URL"))
     if mode == "testcontainers":
         return _containers(need_postgres)
-    st, ks = StackSettings(), KafkaSettings()
-    kafka.ensure_jars(st)
-    kafka.start(st, ks)
+    ks = broker.start()  # the tests' own broker, not `make up`'s (see tests/support/broker.py)
     url = None
     if need_postgres:
+        st = StackSettings()
         postgres.ensure_running(st)
         url = st.postgres_url
     return Infra(ks.bootstrap_servers, url)
