@@ -39,7 +39,7 @@ class DispatchHandlers:
             # overtake a provider update published before it (after a restart, during a directory
             # reload). "No provider" is final for the customer: say it only from a whole directory.
             if not await self.directory_current():
-                raise DirectoryBehind(f"no eligible provider in zip {ev.property_zip} yet; the directory is behind")
+                raise DirectoryBehind("no eligible provider yet, and the provider directory is not read to its end")
             await repo.add_assignment(ev.case_id, ev.service_order_id, None, None)
             return [_unassigned(ev)]
         job_id = "SOJ-" + derive("second-opinion-job", ev.case_id)
