@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import uuid
 
 import pytest
 
@@ -10,7 +12,7 @@ from schemas.v1 import SecondOpinionRequested, ServiceReportReceived
 from services.common.consumer import BadInput, decode
 from services.common.ids import derive
 from services.common.money import to_cents, to_str
-from services.common.pan import contains_card_number, mask_card_numbers
+from services.common.pan import contains_card_number, has_legacy_luhn_run, mask_card_numbers
 
 REPORT = {
     "event_id": "e1",
@@ -42,6 +44,10 @@ def with_(path: str, value: object) -> bytes:
     return json.dumps(data).encode()
 
 
+def legacy_hits(ids: list[str]) -> int:
+    return sum(has_legacy_luhn_run(i.encode()) for i in ids)
+
+
 class TestCardNumbers:
     @pytest.mark.parametrize(
         "text",
@@ -58,6 +64,31 @@ class TestCardNumbers:
 
     def test_masking_keeps_the_last_four_and_the_separators(self):
         assert mask_card_numbers(b"pan 4111-1111-1111-1111 end") == b"pan ****-****-****-1111 end"
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "65a49337-7245-4318-a045-da2333ead310",  # a UUIDv4 an upstream system sent: 49337-7245-4318 is Luhn-valid
+            "41111111-1111-4111-8111-111111111111",  # a UUID whose first groups are all digits
+            "41111111-1111-4111-8111-111111111111".upper(),
+            "a4111111111111111f",  # inside a hex id or hash
+            "sha256:4111111111111111e3b0c44298fc",
+        ],
+    )
+    def test_digits_inside_a_uuid_or_a_hex_token_are_not_card_numbers(self, text):
+        assert not contains_card_number(f'{{"event_id": "{text}"}}'.encode())
+        assert mask_card_numbers(text.encode()) == text.encode()
+
+    def test_random_uuids_never_read_as_card_numbers(self):
+        rng = random.Random(5)
+        ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(20_000)]
+        assert legacy_hits(ids) > 0  # the first rule did read some of them as card numbers
+        assert [i for i in ids if contains_card_number(i.encode())] == []
+
+    def test_a_card_number_beside_a_uuid_is_still_found(self):
+        raw = b'{"event_id": "65a49337-7245-4318-a045-da2333ead310", "notes": "4111-1111-1111-1111"}'
+        assert contains_card_number(raw)
+        assert b"****-****-****-1111" in mask_card_numbers(raw) and b"65a49337-7245-4318" in mask_card_numbers(raw)
 
 
 class TestDecode:
@@ -120,6 +151,10 @@ class TestMoney:
 class TestDerivedIds:
     def test_same_parts_same_id(self):
         assert derive("case", "evt-1") == derive("case", "evt-1") != derive("case", "evt-2")
+
+    def test_ids_stay_what_the_first_card_rule_made_them(self):
+        # uuid5 of "case|1518" was skipped under the first rule; a replay must mint the same id
+        assert derive("case", "1518") == "c6e39c61-1508-5a9f-83c4-105b95f43063"
 
     def test_an_id_never_reads_as_a_card_number(self):
         # uuid5 of "case|1518" is bbcfb2b5-6983-5417-9578-056e6f512d04: a Luhn-valid digit run
