@@ -117,11 +117,18 @@ def _summarize(exc: ValidationError, data: Any) -> str:
 
 
 class NotYet(Exception):
-    """A handler cannot answer yet: what its answer depends on has not reached this service. Retried."""
+    """A handler cannot answer yet: what its answer depends on may not have reached this service.
+
+    The runtime rolls the event's transaction back, awaits `ready()` outside any transaction (so
+    no lock is held while it waits, e.g. on the broker) and applies the event again.
+    """
+
+    def __init__(self, message: str, ready: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(message)
+        self.ready = ready
 
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    NotYet,
     OperationalError,
     SAInterfaceError,
     ConnectionError,
@@ -230,7 +237,10 @@ class EventConsumer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("a batch of %d failed (%s); applying its records one by one", len(decoded), logs.describe(exc))
+            level = logging.INFO if isinstance(exc, NotYet) else logging.WARNING
+            log.log(
+                level, "a batch of %d failed (%s); applying its records one by one", len(decoded), logs.describe(exc)
+            )
             for i, record, _, _ in decoded:
                 outcomes[i] = await self.process(record)
             return [outcomes[i] for i in range(len(records))]
@@ -320,6 +330,9 @@ class EventConsumer:
                 return outcome
             except asyncio.CancelledError:
                 raise
+            except NotYet as exc:
+                await self._wait_until_ready(exc, record, span)
+                started = time.perf_counter()
             except Exception as exc:
                 failures += 1
                 error = type(exc).__name__
@@ -335,6 +348,19 @@ class EventConsumer:
                 log.warning("retrying %s after %s", _where(record), logs.describe(exc))
                 await asyncio.sleep(self.backoff.delay(failures))
                 started = time.perf_counter()
+
+    async def _wait_until_ready(self, exc: NotYet, record: Record, span: trace.Span) -> None:
+        error = type(exc).__name__
+        span.add_event("retry", {tracing.ERROR_TYPE: error})
+        self.metrics.retries.labels(record.topic, error).inc()
+        log.info("holding %s: %s", _where(record), exc)
+        try:
+            await exc.ready()
+        except asyncio.CancelledError:
+            raise
+        except Exception as failed:  # the wait itself broke: try the event again a little later
+            log.warning("waiting for %s failed: %s", _where(record), logs.describe(failed))
+            await asyncio.sleep(self.backoff.delay(1))
 
     async def _apply(self, route: Route, event: Event, record: Record) -> str:
         # Counter increments a handler makes count only if this transaction commits (not once per try).

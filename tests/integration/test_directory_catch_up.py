@@ -59,7 +59,7 @@ async def test_a_grant_during_a_directory_reload_waits_for_its_provider(stack) -
     zip_, order = f"Z-{run}", f"SO-{run}"
     dispatch = stack.services["dispatch"]
     retries = "second_opinion_event_retries_total"
-    waited_before = await metric(dispatch, retries, topic=v1.SECOND_OPINION_GRANTED, error="DirectoryBehind")
+    waited_before = await metric(dispatch, retries, topic=v1.SECOND_OPINION_GRANTED, error="DirectoryCheck")
     async with Tap(stack.bootstrap_servers, [v1.SERVICE_JOB_CREATED, v1.DISPATCH_UNASSIGNED]) as tap:
         sent = []
         for i in range(RELOAD):  # providers elsewhere; the order's own provider comes last
@@ -77,5 +77,5 @@ async def test_a_grant_during_a_directory_reload_waits_for_its_provider(stack) -
         assert tap.values(v1.DISPATCH_UNASSIGNED, mine) == []
         [job] = tap.values(v1.SERVICE_JOB_CREATED, mine)
         assert job["provider_id"] == f"P{RELOAD - 1:04d}-{run}"
-    waited = await metric(dispatch, retries, topic=v1.SECOND_OPINION_GRANTED, error="DirectoryBehind") - waited_before
+    waited = await metric(dispatch, retries, topic=v1.SECOND_OPINION_GRANTED, error="DirectoryCheck") - waited_before
     assert waited > 0, "the grant did not overtake the reload: the test proved nothing (make RELOAD larger)"

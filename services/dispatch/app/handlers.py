@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,8 +17,8 @@ from services.dispatch.adapters.repository import DispatchRepository
 from services.dispatch.domain.choice import Assignment, JobRequest, choose
 
 
-class DirectoryBehind(NotYet):
-    """No provider is eligible, but dispatch has not applied the whole provider directory yet."""
+class DirectoryCheck(NotYet):
+    """No provider is eligible: first make sure dispatch has read the whole provider directory."""
 
 
 async def on_provider_updated(session: Any, ev: v1.ServiceProviderUpdated) -> Sequence[Outgoing]:
@@ -28,6 +30,8 @@ async def on_provider_updated(session: Any, ev: v1.ServiceProviderUpdated) -> Se
 class DispatchHandlers:
     # True when dispatch has applied every provider update the directory topic holds now.
     directory_current: Callable[[], Awaitable[bool]]
+    # Grants whose "no provider" was checked against a whole directory since they were last tried.
+    confirmed: set[str] = field(default_factory=set)
 
     async def on_granted(self, session: Any, ev: v1.SecondOpinionGranted) -> Sequence[Outgoing]:
         repo = DispatchRepository(session)
@@ -38,13 +42,23 @@ class DispatchHandlers:
             # The directory and the grants are read by consumers of their own, so a grant can
             # overtake a provider update published before it (after a restart, during a directory
             # reload). "No provider" is final for the customer: say it only from a whole directory.
-            if not await self.directory_current():
-                raise DirectoryBehind("no eligible provider yet, and the provider directory is not read to its end")
+            # The broker is asked outside this transaction (NotYet.ready), which holds locks.
+            if ev.case_id not in self.confirmed:
+                message = "no eligible provider; first waiting until the provider directory is read to its end"
+                raise DirectoryCheck(message, ready=functools.partial(self._directory_read, ev.case_id))
+            self.confirmed.discard(ev.case_id)
             await repo.add_assignment(ev.case_id, ev.service_order_id, None, None)
             return [_unassigned(ev)]
         job_id = "SOJ-" + derive("second-opinion-job", ev.case_id)
         await repo.add_assignment(ev.case_id, ev.service_order_id, job_id, chosen)
         return [_job_created(ev, job_id, chosen), _notification(ev)]
+
+    async def _directory_read(self, case_id: str) -> None:
+        pause = 0.05
+        while not await self.directory_current():
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+        self.confirmed.add(case_id)
 
 
 def _job_request(ev: v1.SecondOpinionGranted) -> JobRequest:
