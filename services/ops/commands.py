@@ -73,7 +73,7 @@ def _guard(handler: Handler) -> Handler:
 
 
 def _kafka_fetch(args: argparse.Namespace) -> None:
-    print(kafka.ensure_jars(StackSettings()))
+    print(f"kafka: jars in {kafka.ensure_jars(StackSettings())}")
 
 
 def _kafka_start(args: argparse.Namespace) -> None:

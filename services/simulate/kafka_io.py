@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata, TopicPartition
 
 from schemas import v1
@@ -102,7 +103,12 @@ async def wait_for_group(bootstrap: str, group: str, marks: Mapping[TopicPartiti
     """Return once `group` has committed past `marks`; bound it with `asyncio.timeout`."""
     async with admin_client(bootstrap) as admin:
         # Committed offsets live on the broker; there is nothing to await but another look.
-        while not await group_caught_up(admin, group, marks):  # noqa: ASYNC110
+        while True:
+            try:
+                if await group_caught_up(admin, group, marks):
+                    return
+            except KafkaError:
+                pass  # a broker restarting or a coordinator moving: look again until the caller's timeout
             await asyncio.sleep(0.5)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.structs import RecordMetadata
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -208,6 +208,13 @@ def run(opts: Options, console: Console | None = None) -> int:
         return 2
     except KafkaConnectionError as exc:
         console.print(f"[red]cannot reach Kafka at {opts.bootstrap}: {exc}. Is the stack up (make up)?[/]")
+        return 2
+    except KafkaError as exc:  # the broker went away mid-run (NodeNotReadyError, a request timing out)
+        name = type(exc).__name__
+        console.print(
+            f"[red]Kafka at {opts.bootstrap} failed during the run ({name}: {exc}); "
+            "what was sent stays in Kafka for the services; run it again for a summary[/]"
+        )
         return 2
     write_report(opts.report, summary)
     render(summary, console, opts.report, opts.run_dir)

@@ -607,3 +607,49 @@ def test_the_summary_and_the_readiness_check_use_the_ports_the_stack_runs_on(mon
     monkeypatch.setattr(runner.httpx, "AsyncClient", Client)
     assert asyncio.run(runner.services_not_ready()) == ["decision", "dispatch", "payout"]
     assert asked == [f"http://127.0.0.1:{p}/health/ready" for p in (18991, 18992, 18993)]
+
+
+def test_a_broker_failing_mid_run_is_a_message_and_exit_2_not_a_traceback(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from aiokafka.errors import NodeNotReadyError
+
+    from services.simulate import runner
+
+    async def broker_gone(*_: object) -> dict[str, Any]:
+        raise NodeNotReadyError("Attempt to send a request to node which is not ready (node id 1).")
+
+    monkeypatch.setattr(runner, "simulate", broker_gone)
+    console = Console(record=True, width=200)
+    opts = runner.Options(bootstrap="127.0.0.1:1", report=tmp_path / "summary.json")
+    assert runner.run(opts, console) == 2
+    printed = console.export_text()
+    assert "Kafka at 127.0.0.1:1 failed during the run (NodeNotReadyError" in printed, printed
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_the_directory_wait_looks_again_after_a_broker_error(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A broker restarting while simulate waits for dispatch's directory is not the end of the run."""
+    import asyncio
+    import contextlib
+
+    from aiokafka.errors import NodeNotReadyError
+
+    from services.simulate import kafka_io
+
+    answers: list[object] = [NodeNotReadyError("not ready"), False, True]
+
+    @contextlib.asynccontextmanager
+    async def admin(_: str):  # type: ignore[no-untyped-def]
+        yield None
+
+    async def caught_up(*_: object) -> bool:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return bool(answer)
+
+    monkeypatch.setattr(kafka_io, "admin_client", admin)
+    monkeypatch.setattr(kafka_io, "group_caught_up", caught_up)
+    real_sleep = asyncio.sleep
+    monkeypatch.setattr(kafka_io.asyncio, "sleep", lambda *_: real_sleep(0))
+    asyncio.run(kafka_io.wait_for_group("127.0.0.1:1", "g", {}))
+    assert answers == []
