@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from schemas.v1 import DLQ_SUFFIX
 from services.common.settings import SERVICES
 from services.operator_tools import actions
-from services.operator_tools.dlq import RedriveRequest, dlq_list, dlq_show, run_redrive
+from services.operator_tools.dlq import SHOW_MAX_BYTES, RedriveRequest, dlq_list, dlq_show, run_redrive
 from services.operator_tools.planning import PlanError, Start, parse_offsets, parse_partitions, parse_timestamp
 from services.operator_tools.replay import ReplayRequest, run_replay
 
@@ -56,7 +56,11 @@ def _register_dlq(subparsers: Any) -> None:
     p.add_argument("dlq_topic")
     p.add_argument("partition", type=int)
     p.add_argument("offset", type=int)
-    _set(p, lambda a: dlq_show(a.dlq_topic, a.partition, a.offset))
+    p.add_argument(
+        "--max-bytes", type=int, default=SHOW_MAX_BYTES, metavar="N",
+        help=f"print at most N bytes of the value (default {SHOW_MAX_BYTES}; 0: all of it)",
+    )  # fmt: skip
+    _set(p, lambda a: dlq_show(a.dlq_topic, a.partition, a.offset, max_bytes=a.max_bytes))
     p = sub.add_parser("redrive", help="send DLQ records back to their topic (dry run unless --execute)")
     p.add_argument("--topic", required=True, metavar="SOURCE_TOPIC", help="the topic the records came from")
     p.add_argument("--error-class", help="only records with this x-error-class")

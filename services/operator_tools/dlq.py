@@ -75,8 +75,16 @@ async def dlq_list(topic: str | None = None, kafka: KafkaSettings | None = None,
 # ---------------------------------------------------------------- show
 
 
+SHOW_MAX_BYTES = 4096  # a poisoned record can be megabytes; a terminal wants its start
+
+
 async def dlq_show(
-    topic: str, partition: int, offset: int, kafka: KafkaSettings | None = None, out: Out = print
+    topic: str,
+    partition: int,
+    offset: int,
+    kafka: KafkaSettings | None = None,
+    out: Out = print,
+    max_bytes: int = SHOW_MAX_BYTES,
 ) -> int:
     kafka = kafka or KafkaSettings()
     topic = as_dlq_topic(topic)
@@ -98,8 +106,13 @@ async def dlq_show(
     out("headers:")
     for name, value in r.headers or ():
         out(f"  {name}: {_text(value)}")
-    out("value:")
-    out(_text(r.value))  # already masked when it was dead-lettered
+    value = r.value or b""
+    if r.value is None or max_bytes <= 0 or len(value) <= max_bytes:
+        out("value:")
+        out(_text(r.value))  # already masked when it was dead-lettered
+    else:
+        out(f"value ({len(value)} bytes, the first {max_bytes} shown; --max-bytes 0 shows all):")
+        out(_text(value[:max_bytes]))
     return 0
 
 

@@ -83,6 +83,13 @@ async def test_list_show_and_redrive_of_records_the_services_dead_lettered(stack
             f"{{not json {token}",
         ):
             assert expected in shown, shown
+        where_bad = (APPROVALS_DLQ, str(not_json.partition), str(not_json.offset))
+        # A large value is cut for the terminal (--max-bytes, 4096 by default) and says so.
+        shown = await run_cli(capsys, "dlq", "show", *where_bad, "--max-bytes", "9")
+        size = len(not_json.value)
+        assert f"value ({size} bytes, the first 9 shown; --max-bytes 0 shows all):\n{{not json\n" in shown, shown
+        assert token not in shown.split("value (")[1], shown
+        assert f"{{not json {token}" in await run_cli(capsys, "dlq", "show", *where_bad, "--max-bytes", "0")
         shown = await run_cli(capsys, "dlq", "show", APPROVALS, str(invalid.partition), str(invalid.offset))
         assert "x-error-class: schema_invalid" in shown and '"decision": "maybe"' in shown, shown
 
