@@ -46,6 +46,7 @@ async def test_grant_waits_for_the_directory_after_a_restart(stack) -> None:  # 
 
 
 RELOAD = 2000  # provider updates published at once, as a nightly directory load does
+ATTEMPTS = 3  # whether the grant overtakes the reload is a race; each attempt reloads twice as many
 
 
 async def test_a_grant_during_a_directory_reload_waits_for_its_provider(stack) -> None:  # type: ignore[no-untyped-def]
@@ -53,18 +54,30 @@ async def test_a_grant_during_a_directory_reload_waits_for_its_provider(stack) -
 
     Its consumer is idle and reads it at once, while the directory's consumer is still applying
     the reload: it finds no provider, and since the directory is behind it waits (retries) rather
-    than telling the customer nobody is available.
+    than telling the customer nobody is available. Every attempt must end in the job; the grant
+    must have been seen waiting in one of them, or the test proved nothing.
     """
-    run = "r" + secrets.token_hex(4)
-    zip_, order = f"Z-{run}", f"SO-{run}"
     dispatch = stack.services["dispatch"]
     retries = "second_opinion_event_retries_total"
-    waited_before = await metric(dispatch, retries, topic=v1.SECOND_OPINION_GRANTED, error="DirectoryCheck")
+    waited = 0.0
+    for attempt in range(ATTEMPTS):
+        reload = RELOAD * 2**attempt
+        waited_before = await metric(dispatch, retries, topic=v1.SECOND_OPINION_GRANTED, error="DirectoryCheck")
+        await _reload_then_grant(stack, reload)
+        waited = await metric(dispatch, retries, topic=v1.SECOND_OPINION_GRANTED, error="DirectoryCheck")
+        if waited > waited_before:
+            break
+    assert waited > waited_before, f"the grant did not overtake a reload of up to {reload} providers"
+
+
+async def _reload_then_grant(stack, reload: int) -> None:  # type: ignore[no-untyped-def]
+    run = "r" + secrets.token_hex(4)
+    zip_, order = f"Z-{run}", f"SO-{run}"
     async with Tap(stack.bootstrap_servers, [v1.SERVICE_JOB_CREATED, v1.DISPATCH_UNASSIGNED]) as tap:
         sent = []
-        for i in range(RELOAD):  # providers elsewhere; the order's own provider comes last
-            pid = f"P{i:04d}-{run}"
-            update = provider(pid, zip_ if i == RELOAD - 1 else f"Z-{run}-{i % 50}", event_id=f"evt-{pid}")
+        for i in range(reload):  # providers elsewhere; the order's own provider comes last
+            pid = f"P{i:05d}-{run}"
+            update = provider(pid, zip_ if i == reload - 1 else f"Z-{run}-{i % 50}", event_id=f"evt-{pid}")
             sent.append(
                 await tap.producer.send(v1.SERVICE_PROVIDER_UPDATED, json.dumps(update).encode(), key=pid.encode())
             )
@@ -76,6 +89,4 @@ async def test_a_grant_during_a_directory_reload_waits_for_its_provider(stack) -
         )
         assert tap.values(v1.DISPATCH_UNASSIGNED, mine) == []
         [job] = tap.values(v1.SERVICE_JOB_CREATED, mine)
-        assert job["provider_id"] == f"P{RELOAD - 1:04d}-{run}"
-    waited = await metric(dispatch, retries, topic=v1.SECOND_OPINION_GRANTED, error="DirectoryCheck") - waited_before
-    assert waited > 0, "the grant did not overtake the reload: the test proved nothing (make RELOAD larger)"
+        assert job["provider_id"] == f"P{reload - 1:05d}-{run}"
