@@ -41,4 +41,5 @@ def stop() -> bool:
 if __name__ == "__main__":
     if sys.argv[1:] != ["stop"]:
         sys.exit("usage: python -m tests.support.broker stop")
-    print("tests' kafka: stopped" if stop() else "tests' kafka: not running")
+    print(f"tests' broker (127.0.0.1:{PORT}):")
+    stop()  # says itself whether one was running
