@@ -24,7 +24,7 @@ Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]]], Awaitable[Awaitabl
 
 
 class OutboxRelay:
-    """Publishes pending outbox rows in id order, one batch per transaction.
+    """Publishes pending outbox rows in id order, one batch at a time.
 
     `wake()` (called after each committed transaction) starts a pass; the pass waits `linger_s`
     first so that rows committed meanwhile go out in the same batch instead of one transaction
@@ -88,19 +88,38 @@ class OutboxRelay:
         self._wakeup.clear()
 
     async def publish_batch(self) -> int:
-        """Send one batch; on PostgreSQL rows are locked (SKIP LOCKED) so relays never share a row."""
-        async with self._sessions() as session, session.begin():
-            rows = await self._pending(session)
-            if not rows:
-                return 0
-            await self._publish(rows)
-            await session.execute(
-                update(self._table)
-                .where(self._ids_in(session, [row.id for row in rows]))
-                .values(published_at=datetime.now(UTC))
-            )
-        self._on_published(len(rows))
+        """Send one batch and mark it sent once every record is acknowledged.
+
+        PostgreSQL: the rows are locked (FOR UPDATE SKIP LOCKED) for the whole send, so relays of
+        several replicas never share a row; the lock holds those rows only. SQLite: every
+        transaction holds the database's write lock (BEGIN IMMEDIATE), so the rows are read in one
+        transaction and marked in another, and the broker is waited for between the two: with the
+        broker down, the handlers, the case API and the health check keep the database. A crash
+        between the two sends the batch again (same event ids; consumers keep one).
+        """
+        async with self._sessions() as session:
+            if session.bind.dialect.name == "postgresql":
+                async with session.begin():
+                    rows = await self._pending(session)
+                    if rows:
+                        await self._publish(rows)
+                        await self._mark_sent(session, rows)
+            else:
+                async with session.begin():
+                    rows = await self._pending(session)
+                if rows:
+                    await self._publish(rows)
+                    async with session.begin():
+                        await self._mark_sent(session, rows)
+        if rows:
+            self._on_published(len(rows))
         return len(rows)
+
+    async def _mark_sent(self, session: AsyncSession, rows: Sequence[Row[Any]]) -> None:
+        ids = [row.id for row in rows]
+        await session.execute(
+            update(self._table).where(self._ids_in(session, ids)).values(published_at=datetime.now(UTC))
+        )
 
     async def _pending(self, session: AsyncSession) -> Sequence[Row[Any]]:
         query = (

@@ -197,6 +197,24 @@ class TestGuarantees:
         assert unacked_at_update == [0]
         assert await outbox.unpublished() == []
 
+    async def test_a_batch_waiting_for_the_broker_leaves_the_database_free(self, outbox: Outbox) -> None:
+        """SQLite: a transaction holds the write lock; waiting for acks inside one stalled every
+        other transaction of the service (handlers, case API, health check) for up to the
+        producer's timeout while the broker was down."""
+        broker = Broker(ack_s=3600)  # a broker that does not answer
+        await outbox.stage(3)
+        relay = relay_on(outbox, broker)
+        sending = asyncio.create_task(relay.publish_batch())
+        await until(lambda: _sent(broker, 3))
+        started = time.monotonic()
+        assert await asyncio.wait_for(outbox.stage(1), 2)  # BEGIN IMMEDIATE, an insert, a commit
+        assert time.monotonic() - started < 1.0
+        assert len(await outbox.unpublished()) == 4 and not sending.done()
+        for ack in broker.acks:
+            ack.set_result(None)
+        assert await asyncio.wait_for(sending, 2) == 3
+        assert len(await outbox.unpublished()) == 1  # the row staged meanwhile waits for the next pass
+
     async def test_a_failed_send_marks_nothing_sent_and_is_retried_in_order(self, outbox: Outbox) -> None:
         broker = Broker(fail_key="k-2")
         relay = relay_on(outbox, broker, poll_interval_s=30)
@@ -227,3 +245,7 @@ class TestGuarantees:
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=2)
         assert done and task.cancelled()
+
+
+async def _sent(broker: Broker, n: int) -> bool:
+    return len(broker.acks) >= n
