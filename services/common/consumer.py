@@ -82,8 +82,10 @@ class RouteContext:
     caught_up: Callable[[str], Awaitable[bool]] = _always_caught_up
 
 
-def decode(raw: bytes | None, model: type[Event]) -> Event:
-    """Bytes to a contract model, or BadInput naming why. Card numbers are looked for first."""
+def decode(raw: bytes | None, model: type[Event], key: bytes | None = None) -> Event:
+    """Bytes to a contract model, or BadInput naming why. Card numbers are looked for first, in the key too."""
+    if key and contains_card_number(key):  # a key is kept by the topic as long as the value
+        raise BadInput("card_number", "record key carries a card number")
     if raw is None or raw == b"":
         raise BadInput("empty_value", "record has no value")
     if contains_card_number(raw):
@@ -195,7 +197,7 @@ class EventConsumer:
             with tracing.consumer_span(record, self.tracer) as span:
                 started = time.perf_counter()
                 try:
-                    event = decode(record.value, route.model)
+                    event = decode(record.value, route.model, record.key)
                 except BadInput as exc:
                     self._observe(record.topic, DEAD_LETTERED, started)
                     tracing.set_outcome(span, DEAD_LETTERED, exc.error_class)
@@ -227,7 +229,7 @@ class EventConsumer:
         for i, record in enumerate(records):
             route = self.routes[record.topic]
             try:
-                decoded.append((i, record, route, decode(record.value, route.model)))
+                decoded.append((i, record, route, decode(record.value, route.model, record.key)))
             except BadInput as exc:
                 with logs.event_fields(topic=record.topic, partition=record.partition, offset=record.offset):
                     await self._to_dlq(record, exc.error_class, str(exc), value=exc.dlq_value)

@@ -216,12 +216,14 @@ class TestBadInput:
         escaped = json.dumps(report("SO-P", "SO-P-J1")).replace('"Compressor seized."', '"card \\u0034111111111111111"')
         assert not contains_card_number(escaped.encode())  # the escape hides it from the scan of the bytes
         await bus.publish("service_report.received", "SO-P", escaped.encode())
-        await bus.publish("service_report.received", "4111111111111111", b'{"x": 1}')
+        # A valid event under a card number as its key: the topic would keep the number as long as the event.
+        await bus.publish("service_report.received", "4111111111111111", report("SO-Q", "SO-Q-J1"))
         decision = bus.services[0]
-        [(_, key1, value1, h1), (_, key2, _, h2)] = decision.dead_letters
+        [(_, key1, value1, h1), (_, key2, value2, h2)] = decision.dead_letters
         assert (h1["x-error-class"], key1) == (b"card_number", b"SO-P")
         assert b"4111111111111111" not in value1 and b"************1111" in value1
-        assert (h2["x-error-class"], key2) == (b"schema_invalid", b"************1111")
+        assert (h2["x-error-class"], key2) == (b"card_number", b"************1111")
+        assert json.loads(value2)["service_order_id"] == "SO-Q"
         await bus.settle()
         assert bus.events(GRANTED) == []
 
