@@ -57,7 +57,7 @@ def _register_dlq(subparsers: Any) -> None:
     p.add_argument("partition", type=int)
     p.add_argument("offset", type=int)
     p.add_argument(
-        "--max-bytes", type=int, default=SHOW_MAX_BYTES, metavar="N",
+        "--max-bytes", type=_non_negative, default=SHOW_MAX_BYTES, metavar="N",
         help=f"print at most N bytes of the value (default {SHOW_MAX_BYTES}; 0: all of it)",
     )  # fmt: skip
     _set(p, lambda a: dlq_show(a.dlq_topic, a.partition, a.offset, max_bytes=a.max_bytes))
@@ -67,6 +67,16 @@ def _register_dlq(subparsers: Any) -> None:
     p.add_argument("--offsets", metavar="P:O,...", help="only these DLQ partition:offset records")
     _execute_and_operator(p)
     _set(p, _redrive)
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
 
 
 def _execute_and_operator(p: argparse.ArgumentParser) -> None:

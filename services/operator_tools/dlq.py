@@ -111,9 +111,20 @@ async def dlq_show(
         out("value:")
         out(_text(r.value))  # already masked when it was dead-lettered
     else:
-        out(f"value ({len(value)} bytes, the first {max_bytes} shown; --max-bytes 0 shows all):")
-        out(_text(value[:max_bytes]))
+        cut = _char_boundary(value, max_bytes)
+        out(f"value ({len(value)} bytes, the first {cut} shown; --max-bytes 0 shows all):")
+        out(_text(value[:cut]))
     return 0
+
+
+def _char_boundary(raw: bytes, limit: int) -> int:
+    """A cut <= limit (len(raw) > limit) that does not split a UTF-8 character: raw[cut] starts one.
+
+    Bytes that are not UTF-8 (no character starts within 3 bytes back) are cut at the limit."""
+    for cut in range(limit, max(limit - 3, 0) - 1, -1):
+        if cut > 0 and raw[cut] & 0xC0 != 0x80:  # not a continuation byte
+            return cut
+    return limit
 
 
 def _text(raw: bytes | None) -> str:

@@ -210,9 +210,10 @@ def run(opts: Options, console: Console | None = None) -> int:
         console.print(f"[red]cannot reach Kafka at {opts.bootstrap}: {exc}. Is the stack up (make up)?[/]")
         return 2
     except KafkaError as exc:  # the broker went away mid-run (NodeNotReadyError, a request timing out)
-        name = type(exc).__name__
+        name, said = type(exc).__name__, str(exc)
+        said = said.removeprefix(f"{name}: ")  # aiokafka's errors often start with their own name
         console.print(
-            f"[red]Kafka at {opts.bootstrap} failed during the run ({name}: {exc}); "
+            f"[red]Kafka at {opts.bootstrap} failed during the run ({name}: {said}); "
             "what was sent stays in Kafka for the services; run it again for a summary[/]"
         )
         return 2

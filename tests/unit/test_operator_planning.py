@@ -174,3 +174,26 @@ def test_two_consumers_copies_of_one_record_are_redriven_once() -> None:
     assert [r.offset for r in selection.chosen] == [5, 7, 8]
     [(skipped, why)] = selection.skipped
     assert skipped.offset == 6 and "payout" in why
+
+
+class TestDlqShowCut:
+    def test_a_cut_never_splits_a_character(self):
+        from services.operator_tools.dlq import _char_boundary
+
+        raw = "ab\u00e9\u20accd".encode()  # a b é(2 bytes) €(3 bytes) c d
+        assert [_char_boundary(raw, n) for n in range(1, 8)] == [1, 2, 2, 4, 4, 4, 7]
+        assert raw[: _char_boundary(raw, 3)].decode() == "ab"
+
+    def test_bytes_that_are_not_utf8_are_cut_at_the_limit(self):
+        from services.operator_tools.dlq import _char_boundary
+
+        assert _char_boundary(b"\x80" * 10, 5) == 5
+
+    @pytest.mark.parametrize("bad", ["-5", "x", "1.5"])
+    def test_max_bytes_is_a_whole_number_not_below_zero(self, bad, capsys):
+        from services.cli import build_parser
+
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args(["dlq", "show", "t.dlq", "0", "1", "--max-bytes", bad])
+        assert exit_.value.code == 2
+        assert f"{bad!r} is not a whole number >= 0" in capsys.readouterr().err

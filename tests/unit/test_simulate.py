@@ -622,7 +622,7 @@ def test_a_broker_failing_mid_run_is_a_message_and_exit_2_not_a_traceback(monkey
     opts = runner.Options(bootstrap="127.0.0.1:1", report=tmp_path / "summary.json")
     assert runner.run(opts, console) == 2
     printed = console.export_text()
-    assert "Kafka at 127.0.0.1:1 failed during the run (NodeNotReadyError" in printed, printed
+    assert "Kafka at 127.0.0.1:1 failed during the run (NodeNotReadyError: Attempt to send" in printed, printed
     assert not (tmp_path / "summary.json").exists()
 
 
