@@ -216,7 +216,7 @@ def is_up(ks: KafkaSettings, timeout: float = 3.0) -> bool:
     host, port = procs.host_port(ks.bootstrap_servers, 9092)
     if not procs.tcp_open(host, port, timeout=min(timeout, 1.0)):
         return False
-    with _quiet_aiokafka():
+    with quiet_aiokafka():
         try:
             info = _run(asyncio.wait_for(_describe_cluster(ks, timeout), timeout))
         except Exception:  # any failure to get metadata means "not usable yet"
@@ -374,8 +374,8 @@ async def _admin(ks: KafkaSettings, timeout_ms: int = 30_000) -> AsyncIterator[A
 
 
 @contextlib.contextmanager
-def _quiet_aiokafka() -> Any:
-    # While probing a broker that may be down, aiokafka logs each refused connection at ERROR.
+def quiet_aiokafka() -> Any:
+    # With a broker that may be down, aiokafka logs each refused connection at ERROR (hundreds a minute).
     logger = logging.getLogger("aiokafka")
     previous = logger.level
     logger.setLevel(logging.CRITICAL)

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from schemas import v1
 from services.common.settings import DEFAULT_PORTS, http_port
+from services.ops import kafka
 from services.simulate import kafka_io
 from services.simulate.generator import Message, Plan, generate, run_token, second_report_messages
 from services.simulate.render import render
@@ -202,7 +203,8 @@ def run(opts: Options, console: Console | None = None) -> int:
     """Exit code: 0 every order accounted for and no duplicates, 1 otherwise, 2 could not run."""
     console = console or Console()
     try:
-        summary = asyncio.run(simulate(opts, console))
+        with kafka.quiet_aiokafka():  # a broker restart mid-run is this run's to report, once, not the client's
+            summary = asyncio.run(simulate(opts, console))
     except SimulationError as exc:
         console.print(f"[red]{exc}[/]")
         return 2
