@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,14 +180,27 @@ async def simulate(opts: Options, console: Console) -> dict[str, Any]:
             await open_watch(consumer, opts.bootstrap)
             collector = await stream_day(plan, opts, console, (consumer, producer))
         finally:
-            await producer.stop()
+            await _close(producer.stop())
     finally:
-        await consumer.stop()
+        await _close(consumer.stop())
     extra = {
         "published": dict(sorted(collector.published.items())),
         "options": _jsonable(asdict(opts)),
     }
     return build_summary(plan, collector.records) | extra
+
+
+async def _close(stopping: Awaitable[None]) -> None:
+    """Stop a client; with the broker gone aiokafka's stop can fail, even with a CancelledError of
+    its own (its fetcher's backoff sleep) that must not hide the error that ended the run."""
+    try:
+        await stopping
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this run is being cancelled (Ctrl-C): not aiokafka's
+    except KafkaError:
+        pass
 
 
 def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +221,9 @@ def run(opts: Options, console: Console | None = None) -> int:
     except SimulationError as exc:
         console.print(f"[red]{exc}[/]")
         return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; what was sent stays in Kafka for the services[/]")
+        return 130
     except KafkaConnectionError as exc:
         console.print(f"[red]cannot reach Kafka at {opts.bootstrap}: {exc}. Is the stack up (make up)?[/]")
         return 2

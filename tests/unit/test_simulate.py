@@ -653,3 +653,39 @@ def test_the_directory_wait_looks_again_after_a_broker_error(monkeypatch) -> Non
     monkeypatch.setattr(kafka_io.asyncio, "sleep", lambda *_: real_sleep(0))
     asyncio.run(kafka_io.wait_for_group("127.0.0.1:1", "g", {}))
     assert answers == []
+
+
+def test_ctrl_c_is_a_line_and_exit_130(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from services.simulate import runner
+
+    async def interrupted(*_: object) -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "simulate", interrupted)
+    console = Console(record=True, width=200)
+    assert runner.run(runner.Options(report=tmp_path / "summary.json"), console) == 130
+    assert "interrupted; what was sent stays in Kafka" in console.export_text()
+
+
+def test_closing_a_client_after_the_broker_went_does_not_hide_the_run_s_error() -> None:
+    """aiokafka's consumer.stop() raised a CancelledError of its own (its fetcher's backoff sleep)
+    with the broker gone, which replaced the run's LeaderNotAvailableError with a traceback."""
+    import asyncio
+
+    from aiokafka.errors import KafkaConnectionError
+
+    from services.simulate import runner
+
+    async def stop_raising(exc: BaseException) -> None:
+        raise exc
+
+    async def main() -> None:
+        await runner._close(stop_raising(asyncio.CancelledError()))
+        await runner._close(stop_raising(KafkaConnectionError("gone")))
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # now the run itself is cancelled (Ctrl-C) while a stop waits: that one goes through
+        with pytest.raises(asyncio.CancelledError):
+            await runner._close(asyncio.sleep(5))
+
+    asyncio.run(main())
