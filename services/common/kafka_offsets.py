@@ -21,14 +21,19 @@ async def partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]
 
 
 async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+    return (await _bounds(bootstrap_servers, topic))[1]
+
+
+async def _bounds(bootstrap_servers: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """Per partition of `topic`: the log's start offset and its end offset, now."""
     parts = await partitions(bootstrap_servers, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        ends = await consumer.end_offsets(parts)
+        starts, ends = await consumer.beginning_offsets(parts), await consumer.end_offsets(parts)
     finally:
         await consumer.stop()
-    return {tp.partition: offset for tp, offset in ends.items()}
+    return {tp.partition: o for tp, o in starts.items()}, {tp.partition: o for tp, o in ends.items()}
 
 
 async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[int, int]:
@@ -47,15 +52,9 @@ async def caught_up(bootstrap_servers: str, group: str, topic: str) -> bool:
     Records the log no longer holds (before its start offset) count as read: a partition whose
     records were all deleted is caught up though the group never committed on it.
     """
-    parts = await partitions(bootstrap_servers, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        starts, ends = await consumer.beginning_offsets(parts), await consumer.end_offsets(parts)
-    finally:
-        await consumer.stop()
+    starts, ends = await _bounds(bootstrap_servers, topic)
     committed = await committed_offsets(bootstrap_servers, group, topic)
-    return all(max(committed.get(tp.partition, 0), starts[tp]) >= ends[tp] for tp in parts)
+    return all(max(committed.get(p, 0), starts[p]) >= end for p, end in ends.items())
 
 
 async def overview(bootstrap_servers: str, groups: dict[str, list[str]]) -> dict[str, Any]:

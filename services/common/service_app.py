@@ -287,7 +287,7 @@ def _route_context(rt: Runtime) -> RouteContext:
     group, bootstrap = group_id(rt.spec.name, rt.kafka), rt.kafka.bootstrap_servers
 
     async def caught_up(topic: str) -> bool:
-        # Asked inside a handler's transaction: bounded, and "cannot tell" (broker away) is "not yet".
+        # Bounded, and "cannot tell" (broker away) is "not yet": a handler holding an event on it retries.
         try:
             async with asyncio.timeout(CAUGHT_UP_TIMEOUT_S):
                 return await kafka_offsets.caught_up(bootstrap, group, topic)

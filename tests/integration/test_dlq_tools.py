@@ -8,6 +8,7 @@ a bug since fixed: redriving it must make dispatch and payout act on it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from schemas import v1
 from services.common import dlq_headers
 from services.scenario.spec import new_run_token
-from tests.support.events import approval
+from tests.support.events import approval, grant
 from tests.support.kafka_client import Tap
 from tests.support.operator import cli, operator_actions, point_cli_at
 
@@ -153,7 +154,7 @@ class Sent:
 
 async def dead_letter_a_valid_grant(bootstrap: str, order: str, token: str) -> Sent:
     """A DLQ record as the services write it, for a grant whose handler had failed (since fixed)."""
-    value = grant(order, token).model_dump_json().encode()
+    value = json.dumps(grant(order, f"Z-{token}", token)).encode()
     headers = [
         (dlq_headers.ORIGINAL_TOPIC, GRANTED.encode()),
         (dlq_headers.ORIGINAL_PARTITION, b"0"),
@@ -169,27 +170,3 @@ async def dead_letter_a_valid_grant(bootstrap: str, order: str, token: str) -> S
     finally:
         await producer.stop()
     return Sent(meta.partition, meta.offset, value)
-
-
-def grant(order: str, token: str) -> v1.SecondOpinionGranted:
-    return v1.SecondOpinionGranted(
-        event_id=f"evt-grant-{token}",
-        occurred_at=datetime.now(UTC),
-        service_order_id=order,
-        case_id=f"case-{token}",
-        original_job_id=f"JOB-{token}",
-        original_provider_id=f"P-{token}",
-        original_technician_id=f"T-{token}",
-        customer_id=f"C-{token}",
-        trade="hvac",
-        property_zip=f"Z-{token}",
-        source="authorizations",
-        reason_code="conflicting_reports",
-        decided_by=v1.Actor(id="policy", role="system"),
-        policy_version="test",
-        rules=[],
-        diagnostic_charges="company",
-        customer_disclosures=[],
-        prefer_same_company_different_technician=False,
-        original_charges=v1.Charges(service_call_fee="89.00", diagnosis_fee="45.00", currency="USD"),
-    )

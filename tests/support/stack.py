@@ -87,13 +87,7 @@ def create_databases(infra: Infra, database: str, label: str, data_dir: Path) ->
     urls = {}
     for svc in SERVICES:
         if database == "postgres":
-            name = f"so_test_{label}_{svc}"
-            if os.environ.get("TEST_INFRA", "local") == "local":
-                postgres.ensure_role_and_databases([])
-                postgres.recreate_database(name)
-            else:
-                _create_database_remote(infra.postgres_url or "", name)
-            urls[svc] = f"{infra.postgres_url}/{name}"
+            urls[svc] = _recreated_postgres(infra, f"so_test_{label}_{svc}")
         else:
             path = data_dir / f"{label}_{svc}.db"
             for suffix in ("", "-wal", "-shm"):
@@ -105,13 +99,17 @@ def create_databases(infra: Infra, database: str, label: str, data_dir: Path) ->
 
 def fresh_postgres_url(infra: Infra, name: str) -> str:
     """A new, empty database on the test PostgreSQL (named with TEST_STACK_ID, so sessions stay apart)."""
-    full = f"so_test_{name}{STACK_ID}"
+    return _recreated_postgres(infra, f"so_test_{name}{STACK_ID}")
+
+
+def _recreated_postgres(infra: Infra, name: str) -> str:
+    """Database `name` dropped if it exists and created empty, on the tests' PostgreSQL; its URL."""
     if os.environ.get("TEST_INFRA", "local") == "local":
         postgres.ensure_role_and_databases([])
-        postgres.recreate_database(full)
+        postgres.recreate_database(name)
     else:
-        _create_database_remote(infra.postgres_url or "", full)
-    return f"{infra.postgres_url}/{full}"
+        _create_database_remote(infra.postgres_url or "", name)
+    return f"{infra.postgres_url}/{name}"
 
 
 def _create_database_remote(server_url: str, name: str) -> None:

@@ -37,16 +37,18 @@ class DispatchHandlers:
         repo = DispatchRepository(session)
         if await repo.assignment_exists(ev.case_id):
             return []  # one job (or one unassigned) per grant, even if the grant is replayed
+        # Taken once per try, whatever it ends in, so the set holds only grants being waited on.
+        directory_read = ev.case_id in self.confirmed
+        self.confirmed.discard(ev.case_id)
         chosen = choose(await repo.providers_serving(ev.property_zip), _job_request(ev))
         if chosen is None:
             # The directory and the grants are read by consumers of their own, so a grant can
             # overtake a provider update published before it (after a restart, during a directory
             # reload). "No provider" is final for the customer: say it only from a whole directory.
             # The broker is asked outside this transaction (NotYet.ready), which holds locks.
-            if ev.case_id not in self.confirmed:
+            if not directory_read:
                 message = "no eligible provider; first waiting until the provider directory is read to its end"
                 raise DirectoryCheck(message, ready=functools.partial(self._directory_read, ev.case_id))
-            self.confirmed.discard(ev.case_id)
             await repo.add_assignment(ev.case_id, ev.service_order_id, None, None)
             return [_unassigned(ev)]
         job_id = "SOJ-" + derive("second-opinion-job", ev.case_id)
